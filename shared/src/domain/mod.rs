@@ -1,0 +1,28 @@
+//! The jitvm domain model. Every type that holds input from outside has a
+//! `parse` constructor and a private field, so a value past the edge is
+//! already valid.
+
+pub mod duration;
+pub mod evaluate;
+pub mod policy;
+pub mod port;
+pub mod prefix;
+pub mod principal;
+pub mod record;
+pub mod request;
+pub mod rule;
+pub mod status;
+pub mod text;
+pub mod vm;
+
+pub use duration::{AccessDuration, DurationError, MaxAccessDuration};
+pub use evaluate::{Decision, Grant, Refusal, RefusalReason, evaluate};
+pub use policy::{Policy, PolicyDocument, PolicyError, PortRule};
+pub use port::{Port, PortError, Protocol};
+pub use prefix::{PrefixError, SourcePrefix};
+pub use principal::{Principal, PrincipalError, PrincipalPattern};
+pub use record::{PortRecord, RequestRecord, StatusChange};
+pub use request::{AccessRequest, InitiateBody, PortAsk, RequestError, RequestId, Window};
+pub use status::{IllegalTransition, PortStatus, RequestStatus, StatusReason, Transition};
+pub use text::{Justification, TextError};
+pub use vm::{AwsInstance, AzureVm, Cloud, VmId, VmIdError};

@@ -1,0 +1,359 @@
+//! The record of one access request: what was asked, what was decided, what
+//! happened to each port, and the history of every change, for audit.
+//!
+//! It serialises in the shape of Azure's initiate response
+//! (`virtualMachines[].ports[]` with `status`, `statusReason`, `endTimeUtc`),
+//! with jitvm's `id`, `status` and `history` beside it.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::evaluate::Grant;
+use super::port::{Port, Protocol};
+use super::prefix::SourcePrefix;
+use super::principal::Principal;
+use super::request::{AccessRequest, RequestId};
+use super::status::{IllegalTransition, PortStatus, RequestStatus, StatusReason, Transition};
+use super::text::Justification;
+use super::vm::VmId;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    id: RequestId,
+    requestor: Principal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    justification: Option<Justification>,
+    start_time_utc: Timestamp,
+    status: RequestStatus,
+    virtual_machines: Vec<VmRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    approvers: Vec<Principal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decided_by: Option<Principal>,
+    #[serde(default)]
+    history: Vec<StatusChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmRecord {
+    id: VmId,
+    ports: Vec<PortRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortRecord {
+    pub number: Port,
+    pub protocol: Protocol,
+    pub allowed_source_address_prefix: SourcePrefix,
+    pub end_time_utc: Timestamp,
+    pub status: PortStatus,
+    pub status_reason: StatusReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One entry of a record's history: the request's or one port's new status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChange {
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<StatusReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Principal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl RequestRecord {
+    /// The record of a request that [`super::evaluate`] accepted with
+    /// `grants`: `Approved` with every port `Initiating`, or
+    /// `PendingApproval` when `approvers` is not empty.
+    pub fn accepted(
+        request: &AccessRequest,
+        requestor: &Principal,
+        grants: &[Grant],
+        approvers: &[Principal],
+        now: Timestamp,
+    ) -> Self {
+        let status = if approvers.is_empty() {
+            RequestStatus::Approved
+        } else {
+            RequestStatus::PendingApproval
+        };
+        let ports = grants
+            .iter()
+            .map(|g| PortRecord {
+                number: g.port(),
+                protocol: g.protocol(),
+                allowed_source_address_prefix: g.source(),
+                end_time_utc: g.end(),
+                status: PortStatus::Initiating,
+                status_reason: StatusReason::UserRequested,
+                message: None,
+            })
+            .collect();
+        let start = grants.first().map(Grant::start).unwrap_or(now);
+        Self {
+            id: request.id().clone(),
+            requestor: requestor.clone(),
+            justification: request.justification().cloned(),
+            start_time_utc: start,
+            status,
+            virtual_machines: vec![VmRecord {
+                id: request.vm().clone(),
+                ports,
+            }],
+            approvers: approvers.to_vec(),
+            decided_by: None,
+            history: vec![StatusChange {
+                at: now,
+                port: None,
+                status: format!("{status:?}"),
+                reason: None,
+                by: Some(requestor.clone()),
+                message: None,
+            }],
+        }
+    }
+
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+    pub fn requestor(&self) -> &Principal {
+        &self.requestor
+    }
+    pub fn justification(&self) -> Option<&Justification> {
+        self.justification.as_ref()
+    }
+    pub fn start_time_utc(&self) -> Timestamp {
+        self.start_time_utc
+    }
+    pub fn status(&self) -> RequestStatus {
+        self.status
+    }
+    pub fn vm(&self) -> &VmId {
+        &self.virtual_machines[0].id
+    }
+    pub fn ports(&self) -> &[PortRecord] {
+        &self.virtual_machines[0].ports
+    }
+    pub fn port(&self, number: Port) -> Option<&PortRecord> {
+        self.ports().iter().find(|p| p.number == number)
+    }
+    pub fn approvers(&self) -> &[Principal] {
+        &self.approvers
+    }
+    pub fn decided_by(&self) -> Option<&Principal> {
+        self.decided_by.as_ref()
+    }
+    pub fn history(&self) -> &[StatusChange] {
+        &self.history
+    }
+
+    /// Moves the request to `to`, decided by `by`.
+    pub fn set_status(
+        &mut self,
+        to: RequestStatus,
+        by: Option<&Principal>,
+        now: Timestamp,
+    ) -> Result<Transition, IllegalTransition> {
+        let t = self.status.transition(to)?;
+        if t == Transition::Changed {
+            self.status = to;
+            self.decided_by = by.cloned();
+            self.history.push(StatusChange {
+                at: now,
+                port: None,
+                status: format!("{to:?}"),
+                reason: None,
+                by: by.cloned(),
+                message: None,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Moves one port to `to` for `reason`. A port the record does not hold
+    /// is an illegal transition.
+    pub fn set_port(
+        &mut self,
+        number: Port,
+        to: PortStatus,
+        reason: StatusReason,
+        message: Option<String>,
+        now: Timestamp,
+    ) -> Result<Transition, IllegalTransition> {
+        let port = self.virtual_machines[0]
+            .ports
+            .iter_mut()
+            .find(|p| p.number == number)
+            .ok_or_else(|| IllegalTransition {
+                from: format!("missing port {number}"),
+                to: format!("{to:?}"),
+            })?;
+        let t = port.status.transition(to)?;
+        if t == Transition::Changed {
+            port.status = to;
+            port.status_reason = reason;
+            port.message.clone_from(&message);
+            self.history.push(StatusChange {
+                at: now,
+                port: Some(number),
+                status: format!("{to:?}"),
+                reason: Some(reason),
+                by: None,
+                message,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Updates the end time of a port still `Initiating`: an approval
+    /// re-evaluates the request and the window starts then.
+    pub fn reschedule(&mut self, grants: &[Grant]) {
+        for g in grants {
+            if let Some(p) = self.virtual_machines[0]
+                .ports
+                .iter_mut()
+                .find(|p| p.number == g.port() && p.status == PortStatus::Initiating)
+            {
+                p.end_time_utc = g.end();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::policy::{Policy, PolicyDocument};
+    use crate::domain::request::InitiateBody;
+    use crate::domain::{Decision, evaluate};
+    use serde_json::json;
+
+    const VM: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+
+    fn record(approvers: &[&str]) -> RequestRecord {
+        let vm = VmId::parse(VM).unwrap();
+        let policy = Policy::parse(
+            vm,
+            &PolicyDocument::from_value(json!({"ports": [22, 3389], "approvers": approvers}))
+                .unwrap(),
+        )
+        .unwrap();
+        let body: InitiateBody = serde_json::from_value(json!({"virtualMachines": [{"id": VM,
+            "ports": [{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "198.51.100.7"},
+                      {"number": 3389, "duration": "PT1H", "allowedSourceAddressPrefix": "198.51.100.7"}]}],
+            "justification": "deploy"})).unwrap();
+        let req = AccessRequest::parse(RequestId::parse("r1").unwrap(), &body).unwrap();
+        let alice = Principal::parse("local:alice").unwrap();
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        match evaluate(Some(&policy), &req, &alice, None, now) {
+            Decision::Approved { grants } => {
+                RequestRecord::accepted(&req, &alice, &grants, &[], now)
+            }
+            Decision::PendingApproval { grants, approvers } => {
+                RequestRecord::accepted(&req, &alice, &grants, &approvers, now)
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn serialises_in_azure_shape() {
+        let r = record(&[]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["status"], "Approved");
+        assert_eq!(v["requestor"], "local:alice");
+        assert_eq!(v["startTimeUtc"], "2026-11-23T12:00:00Z");
+        let port = &v["virtualMachines"][0]["ports"][0];
+        assert_eq!(port["number"], 22);
+        assert_eq!(port["status"], "Initiating");
+        assert_eq!(port["statusReason"], "UserRequested");
+        assert_eq!(port["endTimeUtc"], "2026-11-23T13:00:00Z");
+        assert_eq!(port["allowedSourceAddressPrefix"], "198.51.100.7/32");
+        let back: RequestRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn port_lifecycle_with_history_and_repeats_ignored() {
+        let mut r = record(&[]);
+        let p22 = Port::parse(22).unwrap();
+        let t0: Timestamp = "2026-11-23T12:00:05Z".parse().unwrap();
+        assert_eq!(
+            r.set_port(
+                p22,
+                PortStatus::Initiated,
+                StatusReason::UserRequested,
+                None,
+                t0
+            ),
+            Ok(Transition::Changed)
+        );
+        // A redelivered grant message changes nothing.
+        assert_eq!(
+            r.set_port(
+                p22,
+                PortStatus::Initiated,
+                StatusReason::UserRequested,
+                None,
+                t0
+            ),
+            Ok(Transition::Unchanged)
+        );
+        let t1: Timestamp = "2026-11-23T13:00:20Z".parse().unwrap();
+        assert_eq!(
+            r.set_port(p22, PortStatus::Revoked, StatusReason::Expired, None, t1),
+            Ok(Transition::Changed)
+        );
+        // A late grant message cannot reopen it.
+        assert!(
+            r.set_port(
+                p22,
+                PortStatus::Initiated,
+                StatusReason::UserRequested,
+                None,
+                t1
+            )
+            .is_err()
+        );
+        assert_eq!(r.port(p22).unwrap().status_reason, StatusReason::Expired);
+        assert_eq!(r.history().len(), 3);
+        assert!(
+            r.set_port(
+                Port::parse(80).unwrap(),
+                PortStatus::Initiated,
+                StatusReason::UserRequested,
+                None,
+                t1
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn pending_then_decided() {
+        let mut r = record(&["local:bob"]);
+        assert_eq!(r.status(), RequestStatus::PendingApproval);
+        assert_eq!(r.approvers().len(), 1);
+        let bob = Principal::parse("local:bob").unwrap();
+        let now: Timestamp = "2026-11-23T12:10:00Z".parse().unwrap();
+        assert_eq!(
+            r.set_status(RequestStatus::Approved, Some(&bob), now),
+            Ok(Transition::Changed)
+        );
+        assert_eq!(r.decided_by(), Some(&bob));
+        assert!(
+            r.set_status(RequestStatus::Denied, Some(&bob), now)
+                .is_err()
+        );
+    }
+}

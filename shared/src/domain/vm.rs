@@ -1,0 +1,422 @@
+//! Virtual machine identifiers: an EC2 instance ARN or an Azure VM resource id.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string is not a VM id, said so that the caller can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmIdError {
+    #[error(
+        "{0:?} is not a VM id; use an EC2 instance ARN (arn:aws:ec2:<region>:<account>:instance/<id>) \
+         or an Azure VM resource id (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>)"
+    )]
+    Unrecognised(String),
+    #[error("invalid EC2 instance ARN {arn:?}: {reason}")]
+    Aws { arn: String, reason: &'static str },
+    #[error("invalid Azure VM resource id {id:?}: {reason}")]
+    Azure { id: String, reason: &'static str },
+}
+
+/// The cloud a VM lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cloud {
+    Aws,
+    Azure,
+}
+
+/// One VM, in the form its cloud names it. Parsing normalises the id, so two
+/// spellings of the same VM compare equal and key the same stored policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum VmId {
+    Aws(AwsInstance),
+    Azure(AzureVm),
+}
+
+/// An EC2 instance, from `arn:<partition>:ec2:<region>:<account>:instance/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AwsInstance {
+    partition: String,
+    region: String,
+    account: String,
+    instance_id: String,
+}
+
+/// An Azure VM, from its ARM resource id. ARM ids are case-insensitive, so
+/// the subscription, resource group and name are kept in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AzureVm {
+    subscription: String,
+    resource_group: String,
+    name: String,
+}
+
+impl VmId {
+    /// The longest id accepted, in bytes. Real ids are far shorter; the bound
+    /// keeps storage keys and log lines small whatever is sent.
+    pub const MAX_LEN: usize = 512;
+
+    pub fn parse(text: &str) -> Result<Self, VmIdError> {
+        let text = text.trim();
+        if text.len() > Self::MAX_LEN {
+            return Err(VmIdError::Unrecognised(format!(
+                "{}...",
+                text.chars().take(40).collect::<String>()
+            )));
+        }
+        if text.starts_with("arn:") {
+            return AwsInstance::parse(text).map(VmId::Aws);
+        }
+        if text.starts_with('/') {
+            return AzureVm::parse(text).map(VmId::Azure);
+        }
+        Err(VmIdError::Unrecognised(text.to_owned()))
+    }
+
+    pub fn cloud(&self) -> Cloud {
+        match self {
+            VmId::Aws(_) => Cloud::Aws,
+            VmId::Azure(_) => Cloud::Azure,
+        }
+    }
+
+    /// A short name for people: the instance id or the Azure VM name.
+    pub fn short_name(&self) -> &str {
+        match self {
+            VmId::Aws(i) => i.instance_id(),
+            VmId::Azure(v) => v.name(),
+        }
+    }
+}
+
+impl AwsInstance {
+    pub fn parse(arn: &str) -> Result<Self, VmIdError> {
+        let bad = |reason| VmIdError::Aws {
+            arn: arn.to_owned(),
+            reason,
+        };
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [arn_lit, partition, service, region, account, resource] = parts[..] else {
+            return Err(bad(
+                "expected arn:<partition>:ec2:<region>:<account>:instance/<id>",
+            ));
+        };
+        if arn_lit != "arn" || !matches!(partition, "aws" | "aws-cn" | "aws-us-gov") {
+            return Err(bad("the partition must be aws, aws-cn or aws-us-gov"));
+        }
+        if service != "ec2" {
+            return Err(bad("the service must be ec2"));
+        }
+        if !is_region(region) {
+            return Err(bad("the region must look like us-east-1"));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the account must be 12 digits"));
+        }
+        let Some(instance_id) = resource.strip_prefix("instance/") else {
+            return Err(bad("the resource must be instance/<id>"));
+        };
+        if !is_instance_id(instance_id) {
+            return Err(bad(
+                "the instance id must be i- followed by 8 or 17 lower-case hex digits",
+            ));
+        }
+        Ok(Self {
+            partition: partition.to_owned(),
+            region: region.to_owned(),
+            account: account.to_owned(),
+            instance_id: instance_id.to_owned(),
+        })
+    }
+
+    pub fn partition(&self) -> &str {
+        &self.partition
+    }
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The name of the security group jitvm dedicates to this instance.
+    pub fn jit_group_name(&self) -> String {
+        format!("jitvm-{}", self.instance_id)
+    }
+}
+
+fn is_region(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let (Some(first), Some(_), Some(last)) = (parts.next(), parts.next(), s.rsplit('-').next())
+    else {
+        return false;
+    };
+    s.len() <= 32
+        && first.len() == 2
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+impl AzureVm {
+    pub fn parse(id: &str) -> Result<Self, VmIdError> {
+        let bad = |reason| VmIdError::Azure {
+            id: id.to_owned(),
+            reason,
+        };
+        let segments: Vec<&str> = id.trim_end_matches('/').split('/').collect();
+        let [
+            "",
+            subs,
+            subscription,
+            rgs,
+            resource_group,
+            providers,
+            namespace,
+            kind,
+            name,
+        ] = segments[..]
+        else {
+            return Err(bad(
+                "expected /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>",
+            ));
+        };
+        let keyword = |actual: &str, expected: &str| actual.eq_ignore_ascii_case(expected);
+        if !keyword(subs, "subscriptions")
+            || !keyword(rgs, "resourceGroups")
+            || !keyword(providers, "providers")
+        {
+            return Err(bad(
+                "expected /subscriptions/<sub>/resourceGroups/<rg>/providers/...",
+            ));
+        }
+        if !keyword(namespace, "Microsoft.Compute") || !keyword(kind, "virtualMachines") {
+            return Err(bad(
+                "the resource type must be Microsoft.Compute/virtualMachines",
+            ));
+        }
+        if !is_guid(subscription) {
+            return Err(bad("the subscription must be a GUID"));
+        }
+        if !is_resource_group(resource_group) {
+            return Err(bad(
+                "the resource group must be 1-90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'",
+            ));
+        }
+        if !is_vm_name(name) {
+            return Err(bad(
+                "the VM name must be 1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Ok(Self {
+            subscription: subscription.to_ascii_lowercase(),
+            resource_group: resource_group.to_ascii_lowercase(),
+            name: name.to_ascii_lowercase(),
+        })
+    }
+
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+    pub fn resource_group(&self) -> &str {
+        &self.resource_group
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let lens: Vec<usize> = s.split('-').map(str::len).collect();
+    lens == [8, 4, 4, 4, 12] && s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+}
+
+fn is_resource_group(s: &str) -> bool {
+    (1..=90).contains(&s.len())
+        && !s.ends_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.()".contains(&b))
+}
+
+fn is_vm_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmId::Aws(i) => i.fmt(f),
+            VmId::Azure(v) => v.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for AwsInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "arn:{}:ec2:{}:{}:instance/{}",
+            self.partition, self.region, self.account, self.instance_id
+        )
+    }
+}
+
+impl fmt::Display for AzureVm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+impl FromStr for VmId {
+    type Err = VmIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for VmId {
+    type Error = VmIdError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<VmId> for String {
+    fn from(value: VmId) -> Self {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc123def4567890";
+    const AZ: &str = "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23/resourceGroups/myRg1/providers/Microsoft.Compute/virtualMachines/vm1";
+
+    #[test]
+    fn parses_and_prints_an_instance_arn() {
+        let vm = VmId::parse(ARN).unwrap();
+        let VmId::Aws(i) = &vm else { panic!() };
+        assert_eq!(i.region(), "eu-west-1");
+        assert_eq!(i.account(), "123456789012");
+        assert_eq!(i.instance_id(), "i-0abc123def4567890");
+        assert_eq!(i.jit_group_name(), "jitvm-i-0abc123def4567890");
+        assert_eq!(vm.to_string(), ARN);
+        assert_eq!(vm.cloud(), Cloud::Aws);
+        assert!(
+            VmId::parse("arn:aws-us-gov:ec2:us-gov-west-1:123456789012:instance/i-0123abcd")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_arns_with_the_reason() {
+        for (arn, reason) in [
+            (
+                "arn:aws:ec2:eu-west-1:123456789012:volume/vol-1",
+                "instance/<id>",
+            ),
+            (
+                "arn:aws:s3:eu-west-1:123456789012:instance/i-0abc1234",
+                "ec2",
+            ),
+            (
+                "arn:aws:ec2:eu-west-1:1234:instance/i-0abc1234",
+                "12 digits",
+            ),
+            ("arn:aws:ec2:EU:123456789012:instance/i-0abc1234", "region"),
+            ("arn:aws:ec2:eu-west-1:123456789012:instance/i-XYZ", "hex"),
+            (
+                "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc1234/x",
+                "hex",
+            ),
+            (
+                "arn:evil:ec2:eu-west-1:123456789012:instance/i-0abc1234",
+                "partition",
+            ),
+            ("arn:aws:ec2", "expected"),
+        ] {
+            let err = VmId::parse(arn).unwrap_err().to_string();
+            assert!(err.contains(reason), "{arn}: {err}");
+        }
+    }
+
+    #[test]
+    fn azure_ids_are_case_insensitive() {
+        let a = VmId::parse(AZ).unwrap();
+        let b = VmId::parse(
+            &AZ.to_uppercase()
+                .replace("/SUBSCRIPTIONS", "/subscriptions"),
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a.to_string(),
+            "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23/resourceGroups/myrg1/providers/Microsoft.Compute/virtualMachines/vm1"
+        );
+        assert_eq!(a.short_name(), "vm1");
+        assert_eq!(a.cloud(), Cloud::Azure);
+    }
+
+    #[test]
+    fn refuses_other_azure_resources() {
+        for (id, reason) in [
+            (
+                "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic",
+                "Microsoft.Compute",
+            ),
+            (
+                "/subscriptions/not-a-guid/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm",
+                "GUID",
+            ),
+            (
+                "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23/resourceGroups/r g/providers/Microsoft.Compute/virtualMachines/vm",
+                "resource group",
+            ),
+            (
+                "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm/extensions/x",
+                "expected",
+            ),
+        ] {
+            let err = VmId::parse(id).unwrap_err().to_string();
+            assert!(err.contains(reason), "{id}: {err}");
+        }
+        assert!(matches!(
+            VmId::parse("i-0abc1234"),
+            Err(VmIdError::Unrecognised(_))
+        ));
+        assert!(matches!(
+            VmId::parse(&"/".repeat(10_000)),
+            Err(VmIdError::Unrecognised(_))
+        ));
+    }
+
+    #[test]
+    fn serde_is_a_string() {
+        let vm: VmId = serde_json::from_str(&format!("{ARN:?}")).unwrap();
+        assert_eq!(serde_json::to_string(&vm).unwrap(), format!("{ARN:?}"));
+        assert!(serde_json::from_str::<VmId>("\"vm1\"").is_err());
+    }
+}
