@@ -1,11 +1,22 @@
 //! jitvm-core: the one crate every jitvm function shares.
 //!
-//! [`domain`] is pure: policies, access requests and their validation, the
-//! request status model and the encoding of grants into firewall rules. It
-//! performs no I/O, reads no clock (time is always a parameter) and imports
-//! no cloud SDK or HTTP crate, so every rule of the product can be tested in
-//! isolation and the same code runs in Lambda, in the local host and in tests.
+//! - [`domain`] is pure: policies, access requests and their validation, the
+//!   request status model and the encoding of grants into firewall rules. It
+//!   performs no I/O, reads no clock (time is always a parameter) and
+//!   imports no cloud SDK or HTTP crate.
+//! - [`ports`] are the narrow capabilities handlers need (firewall, policy
+//!   store, request store, queue), one trait each.
+//! - [`aws`] implements them with the AWS SDK (EC2, DynamoDB, SQS); the same
+//!   code runs against AWS and against moto through `AWS_ENDPOINT_URL`.
 
+pub mod api;
+pub mod aws;
+pub mod cloud;
+pub mod config;
 pub mod domain;
+pub mod lambda;
+pub mod ports;
+pub mod records;
+pub mod telemetry;
 
 pub use domain::*;

@@ -22,7 +22,10 @@ pub use port::{Port, PortError, Protocol};
 pub use prefix::{PrefixError, SourcePrefix};
 pub use principal::{Principal, PrincipalError, PrincipalPattern};
 pub use record::{PortRecord, RequestRecord, StatusChange};
-pub use request::{AccessRequest, InitiateBody, PortAsk, RequestError, RequestId, Window};
+pub use request::{
+    AccessRequest, InitiateBody, InitiatePort, InitiateVm, PortAsk, RequestError, RequestId,
+    RequestMessage, Window,
+};
 pub use status::{IllegalTransition, PortStatus, RequestStatus, StatusReason, Transition};
 pub use text::{Justification, TextError};
 pub use vm::{AwsInstance, AzureVm, Cloud, VmId, VmIdError};

@@ -18,8 +18,24 @@ use super::text::Justification;
 use super::vm::VmId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "RecordWire", into = "RecordWire")]
 pub struct RequestRecord {
+    id: RequestId,
+    requestor: Principal,
+    justification: Option<Justification>,
+    start_time_utc: Timestamp,
+    status: RequestStatus,
+    vm: VmId,
+    ports: Vec<PortRecord>,
+    approvers: Vec<Principal>,
+    decided_by: Option<Principal>,
+    history: Vec<StatusChange>,
+}
+
+/// The record on the wire and in storage, in Azure's shape.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordWire {
     id: RequestId,
     requestor: Principal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,11 +51,56 @@ pub struct RequestRecord {
     history: Vec<StatusChange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VmRecord {
+struct VmRecord {
     id: VmId,
     ports: Vec<PortRecord>,
+}
+
+impl TryFrom<RecordWire> for RequestRecord {
+    type Error = String;
+    fn try_from(w: RecordWire) -> Result<Self, Self::Error> {
+        let mut vms = w.virtual_machines;
+        if vms.len() != 1 {
+            return Err(format!(
+                "a request record names exactly one VM, not {}",
+                vms.len()
+            ));
+        }
+        let vm = vms.remove(0);
+        Ok(Self {
+            id: w.id,
+            requestor: w.requestor,
+            justification: w.justification,
+            start_time_utc: w.start_time_utc,
+            status: w.status,
+            vm: vm.id,
+            ports: vm.ports,
+            approvers: w.approvers,
+            decided_by: w.decided_by,
+            history: w.history,
+        })
+    }
+}
+
+impl From<RequestRecord> for RecordWire {
+    fn from(r: RequestRecord) -> Self {
+        Self {
+            id: r.id,
+            requestor: r.requestor,
+            justification: r.justification,
+            start_time_utc: r.start_time_utc,
+            status: r.status,
+            virtual_machines: vec![VmRecord {
+                id: r.vm,
+                ports: r.ports,
+            }],
+            approvers: r.approvers,
+            decided_by: r.decided_by,
+            history: r.history,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,10 +167,8 @@ impl RequestRecord {
             justification: request.justification().cloned(),
             start_time_utc: start,
             status,
-            virtual_machines: vec![VmRecord {
-                id: request.vm().clone(),
-                ports,
-            }],
+            vm: request.vm().clone(),
+            ports,
             approvers: approvers.to_vec(),
             decided_by: None,
             history: vec![StatusChange {
@@ -139,10 +198,10 @@ impl RequestRecord {
         self.status
     }
     pub fn vm(&self) -> &VmId {
-        &self.virtual_machines[0].id
+        &self.vm
     }
     pub fn ports(&self) -> &[PortRecord] {
-        &self.virtual_machines[0].ports
+        &self.ports
     }
     pub fn port(&self, number: Port) -> Option<&PortRecord> {
         self.ports().iter().find(|p| p.number == number)
@@ -190,7 +249,7 @@ impl RequestRecord {
         message: Option<String>,
         now: Timestamp,
     ) -> Result<Transition, IllegalTransition> {
-        let port = self.virtual_machines[0]
+        let port = self
             .ports
             .iter_mut()
             .find(|p| p.number == number)
@@ -215,11 +274,70 @@ impl RequestRecord {
         Ok(t)
     }
 
+    /// Marks every port still `Initiating` (accepted, never opened) as
+    /// `Failed` for `reason`. Returns whether anything changed.
+    pub fn fail_pending_ports(
+        &mut self,
+        reason: StatusReason,
+        message: &str,
+        now: Timestamp,
+    ) -> bool {
+        self.move_ports(
+            |p| p.status == PortStatus::Initiating,
+            PortStatus::Failed,
+            reason,
+            Some(message),
+            now,
+        )
+    }
+
+    /// Marks every port that is not final (`Initiating` or `Initiated`) and
+    /// that `which` selects as `Revoked` for `reason`. Returns whether
+    /// anything changed.
+    pub fn revoke_ports(
+        &mut self,
+        which: impl Fn(Port) -> bool,
+        reason: StatusReason,
+        message: Option<&str>,
+        now: Timestamp,
+    ) -> bool {
+        self.move_ports(
+            |p| !p.status.is_final() && which(p.number),
+            PortStatus::Revoked,
+            reason,
+            message,
+            now,
+        )
+    }
+
+    fn move_ports(
+        &mut self,
+        select: impl Fn(&PortRecord) -> bool,
+        to: PortStatus,
+        reason: StatusReason,
+        message: Option<&str>,
+        now: Timestamp,
+    ) -> bool {
+        let numbers: Vec<Port> = self
+            .ports
+            .iter()
+            .filter(|p| select(p))
+            .map(|p| p.number)
+            .collect();
+        let mut changed = false;
+        for n in numbers {
+            changed |= self
+                .set_port(n, to, reason, message.map(str::to_owned), now)
+                .is_ok_and(|t| t == Transition::Changed);
+        }
+        changed
+    }
+
     /// Updates the end time of a port still `Initiating`: an approval
     /// re-evaluates the request and the window starts then.
     pub fn reschedule(&mut self, grants: &[Grant]) {
         for g in grants {
-            if let Some(p) = self.virtual_machines[0]
+            if let Some(p) = self
                 .ports
                 .iter_mut()
                 .find(|p| p.number == g.port() && p.status == PortStatus::Initiating)
@@ -337,6 +455,43 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn bulk_moves_touch_only_what_they_may() {
+        let mut r = record(&[]);
+        let (p22, p3389) = (Port::parse(22).unwrap(), Port::parse(3389).unwrap());
+        let now: Timestamp = "2026-11-23T12:00:05Z".parse().unwrap();
+        r.set_port(
+            p22,
+            PortStatus::Initiated,
+            StatusReason::UserRequested,
+            None,
+            now,
+        )
+        .unwrap();
+        // Only the port never opened fails.
+        assert!(r.fail_pending_ports(StatusReason::Error, "queue down", now));
+        assert_eq!(r.port(p3389).unwrap().status, PortStatus::Failed);
+        assert_eq!(
+            r.port(p3389).unwrap().message.as_deref(),
+            Some("queue down")
+        );
+        assert_eq!(r.port(p22).unwrap().status, PortStatus::Initiated);
+        assert!(!r.fail_pending_ports(StatusReason::Error, "again", now));
+        // Revoking leaves the failed port failed.
+        assert!(!r.revoke_ports(|p| p == p3389, StatusReason::Expired, None, now));
+        assert!(r.revoke_ports(|_| true, StatusReason::Expired, None, now));
+        assert_eq!(r.port(p22).unwrap().status_reason, StatusReason::Expired);
+        assert_eq!(r.port(p3389).unwrap().status, PortStatus::Failed);
+        assert!(!r.revoke_ports(|_| true, StatusReason::UserRequested, None, now));
+    }
+
+    #[test]
+    fn a_record_names_exactly_one_vm() {
+        let mut v = serde_json::to_value(record(&[])).unwrap();
+        v["virtualMachines"] = serde_json::json!([]);
+        assert!(serde_json::from_value::<RequestRecord>(v).is_err());
     }
 
     #[test]

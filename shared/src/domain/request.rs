@@ -7,8 +7,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::duration::{AccessDuration, DurationError};
+use super::evaluate::Grant;
 use super::port::{Port, PortError};
 use super::prefix::{PrefixError, SourcePrefix};
+use super::principal::{Principal, PrincipalError};
 use super::text::{Justification, TextError};
 use super::vm::{VmId, VmIdError};
 
@@ -45,6 +47,8 @@ pub enum RequestError {
     Prefix { port: Port, source: PrefixError },
     #[error("{0}")]
     Justification(#[from] TextError),
+    #[error("requestor: {0}")]
+    Requestor(#[from] PrincipalError),
     #[error(
         "request id {0:?} must be 1 to 40 letters, digits, '-' or '_', starting and ending with a letter or digit"
     )]
@@ -66,6 +70,7 @@ impl RequestError {
             RequestError::Prefix { .. } => "InvalidSourcePrefix",
             RequestError::Justification(_) => "InvalidJustification",
             RequestError::Id(_) => "InvalidRequestId",
+            RequestError::Requestor(_) => "InvalidRequestor",
         }
     }
 
@@ -153,6 +158,64 @@ pub struct InitiatePort {
 impl InitiateBody {
     pub fn from_json(body: &[u8]) -> Result<Self, RequestError> {
         serde_json::from_slice(body).map_err(|e| RequestError::Shape(e.to_string()))
+    }
+}
+
+/// A request as it travels on the queue: the initiate body plus the
+/// request's `id` and its `requestor`. Other systems may send the same
+/// thing; the grant function trusts the sender for `requestor` and checks
+/// everything else against the policy again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestMessage {
+    pub id: String,
+    pub requestor: String,
+    pub virtual_machines: Vec<InitiateVm>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+impl RequestMessage {
+    /// The message for an accepted request: every port names the source and
+    /// end time that were decided, so that the grant opens exactly that,
+    /// never more, however late the message is read.
+    pub fn accepted(request: &AccessRequest, requestor: &Principal, grants: &[Grant]) -> Self {
+        let mut body = request.to_body();
+        body.virtual_machines[0].ports = grants
+            .iter()
+            .map(|g| InitiatePort {
+                number: i64::from(g.port().get()),
+                duration: None,
+                end_time_utc: Some(g.end().to_string()),
+                allowed_source_address_prefix: Some(g.source().to_string()),
+            })
+            .collect();
+        Self {
+            id: request.id().to_string(),
+            requestor: requestor.to_string(),
+            virtual_machines: body.virtual_machines,
+            justification: body.justification,
+        }
+    }
+
+    pub fn from_json(body: &str) -> Result<Self, RequestError> {
+        serde_json::from_str(body).map_err(|e| RequestError::Shape(e.to_string()))
+    }
+
+    /// The request id, if it is one: a message whose id is unreadable cannot
+    /// be recorded anywhere.
+    pub fn request_id(&self) -> Result<RequestId, RequestError> {
+        RequestId::parse(&self.id)
+    }
+
+    pub fn parse(&self) -> Result<(AccessRequest, Principal), RequestError> {
+        let id = self.request_id()?;
+        let requestor = Principal::parse(&self.requestor)?;
+        let body = InitiateBody {
+            virtual_machines: self.virtual_machines.clone(),
+            justification: self.justification.clone(),
+        };
+        Ok((AccessRequest::parse(id, &body)?, requestor))
     }
 }
 

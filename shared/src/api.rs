@@ -1,0 +1,283 @@
+//! What the HTTP functions share: who is calling, JSON responses, the error
+//! body of design.md, and the limits every route enforces.
+//!
+//! Handlers take an `http::Request<Bytes>` and the [`Caller`] (worked out by
+//! whoever received the request: API Gateway's request context in Lambda,
+//! the bearer token in the local host) and return an
+//! `http::Response<String>`. Nothing a caller sends can make them panic.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::domain::{
+    IllegalTransition, PolicyError, Principal, PrincipalPattern, RequestError, VmId,
+};
+use crate::ports::AdapterError;
+
+/// Bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The caller's own address, when the caller is a person calling the
+    /// API directly; a request's missing source defaults to it. `None` for
+    /// bots (Slack) and queue senders, which must name the source.
+    pub address: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn is_admin(&self, admins: &[PrincipalPattern]) -> bool {
+        admins.iter().any(|a| a.matches(&self.principal))
+    }
+}
+
+/// An error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            401,
+            "Unauthenticated",
+            "this API needs an authenticated caller (IAM-signed request, or Authorization: Bearer <token> on the local host)",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "NotFound", message)
+    }
+
+    pub fn into_response(self) -> Response<String> {
+        if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), code = %self.code, message = %self.message, "request failed");
+        } else {
+            tracing::info!(status = self.status.as_u16(), code = %self.code, message = %self.message, "request refused");
+        }
+        json_response(
+            self.status.as_u16(),
+            &json!({"error": {"code": self.code, "message": self.message}}),
+        )
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        Self::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        Self::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+impl From<IllegalTransition> for ApiError {
+    fn from(e: IllegalTransition) -> Self {
+        Self::new(409, "IllegalTransition", e.to_string())
+    }
+}
+
+impl From<AdapterError> for ApiError {
+    fn from(e: AdapterError) -> Self {
+        match e {
+            AdapterError::NotFound(m) => Self::new(404, "NotFound", m),
+            AdapterError::Conflict(m) => Self::new(409, "Conflict", m),
+            AdapterError::Permanent { code, message } => {
+                let status = match code.as_str() {
+                    "Unsupported" => 422,
+                    "JitNotEnabled" | "DuplicateGrant" => 409,
+                    _ => 502,
+                };
+                Self::new(status, code, message)
+            }
+            AdapterError::Transient { message, .. } => Self::new(
+                503,
+                "Unavailable",
+                format!(
+                    "{message}; nothing was changed that a retry would not finish, so try again"
+                ),
+            ),
+        }
+    }
+}
+
+/// A JSON response with `status`.
+pub fn json_response<T: Serialize + ?Sized>(status: u16, body: &T) -> Response<String> {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    let mut response = Response::new(text);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An empty 204.
+pub fn no_content() -> Response<String> {
+    let mut response = Response::new(String::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+/// Refuses a body over [`MAX_BODY_BYTES`] with 413, and an empty one with 400.
+pub fn check_body(body: &Bytes) -> Result<&[u8], ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            413,
+            "BodyTooLarge",
+            format!(
+                "the body is {} bytes; at most {MAX_BODY_BYTES} are accepted",
+                body.len()
+            ),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            400,
+            "EmptyBody",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(body)
+}
+
+/// The path's segments after percent-decoding (`/v1/policies/arn%3Aaws...`
+/// gives `["v1", "policies", "arn:aws..."]`). A segment that does not decode
+/// to UTF-8 is refused.
+pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| {
+                    ApiError::new(
+                        400,
+                        "InvalidPath",
+                        "a path segment is not UTF-8 once percent-decoded",
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A VM id from one (already decoded) path segment.
+pub fn vm_from_segment(segment: &str) -> Result<VmId, ApiError> {
+    VmId::parse(segment).map_err(|e| ApiError::new(400, "InvalidVmId", e.to_string()))
+}
+
+/// The value of query parameter `name`, percent-decoded (`+` as space).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode_str(&k.replace('+', " "))
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        (key == name).then(|| {
+            percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// A method that a route does not accept.
+pub fn method_not_allowed(allowed: &str) -> ApiError {
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        format!("this route accepts {allowed}"),
+    )
+}
+
+pub fn no_route(path: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "NoRoute",
+        format!(
+            "no route {}; see README.md for the API",
+            path.chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_decode_vm_ids() {
+        let s = segments("/v1/policies/arn%3Aaws%3Aec2%3Aus-east-1%3A123456789012%3Ainstance%2Fi-0123456789abcdef0").unwrap();
+        assert_eq!(
+            s[2],
+            "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
+        );
+        assert!(vm_from_segment(&s[2]).is_ok());
+        assert!(segments("/v1/%FF").is_err());
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("vm=a%2Fb&limit=5"), "vm").as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(query_param(Some("limit=5"), "vm"), None);
+        assert_eq!(query_param(None, "vm"), None);
+    }
+
+    #[test]
+    fn body_limits() {
+        assert_eq!(
+            check_body(&Bytes::from(vec![b' '; 3])).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            check_body(&Bytes::from(vec![b'{'; MAX_BODY_BYTES + 1]))
+                .unwrap_err()
+                .status,
+            413
+        );
+        assert!(check_body(&Bytes::from_static(b"{}")).is_ok());
+    }
+
+    #[test]
+    fn errors_have_the_contract_shape() {
+        let r = ApiError::new(403, "SourceNotAllowed", "no").into_response();
+        assert_eq!(r.status(), 403);
+        let v: serde_json::Value = serde_json::from_str(r.body()).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"code": "SourceNotAllowed", "message": "no"}})
+        );
+    }
+}

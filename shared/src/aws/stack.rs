@@ -1,0 +1,68 @@
+//! The AWS side of a deployment, wired once at start-up.
+
+use std::sync::Arc;
+
+use super::{CallCounter, dynamo, ec2, sqs};
+use crate::ports::AdapterError;
+
+/// The AWS side of a deployment, built once at start-up from the
+/// environment: the SDK config, the firewall over every configured cloud,
+/// and the DynamoDB store.
+pub struct AwsStack {
+    pub config: aws_config::SdkConfig,
+    pub firewall: crate::cloud::Clouds,
+    pub store: dynamo::DynamoStore,
+}
+
+impl AwsStack {
+    /// Loads the SDK config (region, credentials, `AWS_ENDPOINT_URL`) and
+    /// builds the clients.
+    pub async fn connect(settings: &crate::config::Settings) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::with_config(config, settings, None)
+    }
+
+    /// Builds the clients from an existing config (tests, the local host),
+    /// optionally counting EC2 calls.
+    pub fn with_config(
+        config: aws_config::SdkConfig,
+        settings: &crate::config::Settings,
+        counter: Option<CallCounter>,
+    ) -> Self {
+        let ec2 = ec2::Ec2Firewall::new(
+            &config,
+            ec2::Ec2Settings {
+                regions: settings.regions.clone(),
+                max_groups_per_interface: settings.max_groups_per_interface,
+                counter,
+            },
+        );
+        let store = dynamo::DynamoStore::new(
+            &config,
+            dynamo::TableNames {
+                policies: settings.policies_table.clone(),
+                requests: settings.requests_table.clone(),
+            },
+        );
+        Self {
+            firewall: crate::cloud::Clouds {
+                aws: Some(Arc::new(ec2)),
+                azure: None,
+            },
+            store,
+            config,
+        }
+    }
+
+    /// The request queue: by URL when configured, else looked up (and, for
+    /// the local stack, created) by name.
+    pub async fn queue(
+        &self,
+        settings: &crate::config::Settings,
+    ) -> Result<sqs::SqsQueue, AdapterError> {
+        match &settings.request_queue_url {
+            Some(url) => Ok(sqs::SqsQueue::new(&self.config, url.clone())),
+            None => sqs::SqsQueue::ensure(&self.config, &settings.request_queue).await,
+        }
+    }
+}

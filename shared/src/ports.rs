@@ -1,0 +1,254 @@
+//! Capabilities the handlers need from the outside world, one narrow trait
+//! each, so a handler asks for exactly what it uses (and its IAM role grants
+//! exactly that). Adapters in [`crate::aws`] implement them against AWS;
+//! the same traits are implemented for Azure's NSGs.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::rule::{DecodeError, RuleMeta};
+use crate::domain::{
+    Grant, Justification, Policy, Port, Principal, RequestId, RequestRecord, VmId,
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong outside the domain, sorted by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// The thing asked for does not exist (a VM, a request, a policy).
+    #[error("{0}")]
+    NotFound(String),
+    /// A conditional write lost a race, or a version did not match.
+    #[error("{0}")]
+    Conflict(String),
+    /// The cloud refused, and will refuse again: retrying is pointless.
+    /// `code` is the provider's error code, when it gave one.
+    #[error("{message}")]
+    Permanent { code: String, message: String },
+    /// A failure that may pass: throttling, a timeout, a 5xx.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl AdapterError {
+    pub fn transient(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        AdapterError::Transient {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
+        AdapterError::Permanent {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AdapterError::Transient { .. })
+    }
+}
+
+/// Whether jitvm can protect a VM, and what a person needs to see about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmFacts {
+    pub id: VmId,
+    /// The VM's own name (the `Name` tag on EC2), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `None` when supported; otherwise why not, in words a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
+}
+
+/// A standing rule (not jitvm's) that already lets traffic reach a
+/// protected port. With `closeStandingAccess` it is revoked (`closed`) and
+/// kept, in `spec`, in the adapter's own terms, to be restored when JIT is
+/// disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    pub port: Port,
+    /// The security group id or NSG id holding the rule.
+    pub firewall: String,
+    /// The rule's id (AWS) or name (Azure).
+    pub rule: String,
+    pub protocol: String,
+    /// Where the rule admits traffic from: a CIDR, a group, a prefix list.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub closed: bool,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub spec: serde_json::Value,
+}
+
+/// What enabling JIT on a VM did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enablement {
+    /// The firewall grants are written to (the dedicated security group id,
+    /// or the NSG id).
+    pub firewall: String,
+    pub exposures: Vec<Exposure>,
+}
+
+/// Where one firewall rule is, in provider terms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleKey {
+    /// AWS region or Azure subscription.
+    pub scope: String,
+    /// Security group id, or NSG id.
+    pub firewall: String,
+    /// Security group rule id, or security rule name.
+    pub rule: String,
+}
+
+impl fmt::Display for RuleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.scope, self.firewall, self.rule)
+    }
+}
+
+/// One rule found on a jitvm-managed firewall, with what it says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundRule {
+    pub key: RuleKey,
+    /// The VM the firewall protects, when known.
+    pub vm: Option<VmId>,
+    pub port: Option<Port>,
+    pub source: String,
+    pub decoded: Result<RuleMeta, DecodeError>,
+}
+
+/// What opening a grant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub rules: Vec<RuleKey>,
+    /// True when the rules were already there (a redelivered message).
+    pub already_open: bool,
+}
+
+/// The firewall of one or more clouds.
+#[async_trait]
+pub trait Firewall: Send + Sync {
+    /// Looks a VM up. `NotFound` when it does not exist.
+    async fn inspect(&self, vm: &VmId) -> Result<VmFacts, AdapterError>;
+
+    /// Every VM this deployment can see, with whether it is supported.
+    async fn list_vms(&self) -> Result<Vec<VmFacts>, AdapterError>;
+
+    /// Prepares a VM for JIT (idempotent): the dedicated group or the deny
+    /// rules, and the exposures of standing rules. With
+    /// `policy.close_standing_access()`, standing rules are revoked;
+    /// `already_closed` are those a previous enablement closed, carried over.
+    async fn enable(
+        &self,
+        policy: &Policy,
+        already_closed: &[Exposure],
+    ) -> Result<Enablement, AdapterError>;
+
+    /// Undoes [`Firewall::enable`]: closes every grant (returned, so their
+    /// records can be updated), removes what enabling added, and restores
+    /// the `closed` standing rules.
+    async fn disable(&self, vm: &VmId, closed: &[Exposure])
+    -> Result<Vec<FoundRule>, AdapterError>;
+
+    /// Opens the rules of one grant. Idempotent: if they are already there
+    /// for this request, succeeds with `already_open`.
+    async fn open(
+        &self,
+        grant: &Grant,
+        justification: Option<&Justification>,
+    ) -> Result<Opened, AdapterError>;
+
+    /// Every rule on every jitvm-managed firewall, for the sweep.
+    async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError>;
+
+    /// The grant rules of one VM (an early revoke looks its request up here).
+    async fn rules_of(&self, vm: &VmId) -> Result<Vec<FoundRule>, AdapterError>;
+
+    /// Removes rules, batched per firewall. Rules already gone are not an
+    /// error. Returns how many were removed.
+    async fn revoke(&self, rules: &[RuleKey]) -> Result<usize, AdapterError>;
+}
+
+/// A stored policy and what enabling it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyEntry {
+    pub policy: Policy,
+    pub enablement: Enablement,
+    pub updated_at: Timestamp,
+    pub updated_by: Principal,
+}
+
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    async fn get_policy(&self, vm: &VmId) -> Result<Option<PolicyEntry>, AdapterError>;
+
+    /// Writes `entry` if the stored version is `expected` (`None`: no policy
+    /// stored yet). Returns the new version; `Conflict` when another write
+    /// came first.
+    async fn put_policy(
+        &self,
+        entry: &PolicyEntry,
+        expected: Option<u64>,
+    ) -> Result<u64, AdapterError>;
+
+    /// Deletes the policy if its stored version is `expected`.
+    async fn delete_policy(&self, vm: &VmId, expected: u64) -> Result<(), AdapterError>;
+
+    async fn list_policies(&self) -> Result<Vec<PolicyEntry>, AdapterError>;
+}
+
+/// A record with the revision its conditional update must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revised<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+#[async_trait]
+pub trait RequestStore: Send + Sync {
+    /// Stores a new record (revision 1); `Conflict` if the id exists.
+    async fn create_request(&self, record: &RequestRecord) -> Result<(), AdapterError>;
+
+    async fn get_request(
+        &self,
+        id: &RequestId,
+    ) -> Result<Option<Revised<RequestRecord>>, AdapterError>;
+
+    /// Replaces a record if its revision is still `expected`; returns the
+    /// new revision, or `Conflict`.
+    async fn update_request(
+        &self,
+        record: &RequestRecord,
+        expected: u64,
+    ) -> Result<u64, AdapterError>;
+
+    /// A VM's requests, newest first, started at or after `since`.
+    async fn requests_for_vm(
+        &self,
+        vm: &VmId,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, AdapterError>;
+}
+
+#[async_trait]
+pub trait RequestQueue: Send + Sync {
+    /// Puts a request on the FIFO queue: group = VM, deduplication = id.
+    async fn enqueue(&self, message: &crate::domain::RequestMessage) -> Result<(), AdapterError>;
+}

@@ -1,0 +1,50 @@
+//! The sample events in infra/events are what API Gateway, SQS and
+//! EventBridge send; the functions read them as the local host's callers.
+
+use std::path::Path;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use jitvm_core::{RequestMessage, lambda};
+
+fn event(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../infra/events")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_caller_is_the_iam_principal_and_its_source_address() {
+    let request =
+        lambda_http::request::from_str(&event("apigw-put-policy.json")).expect("an HTTP API event");
+    let caller = lambda::caller(&request).expect("an authenticated caller");
+    assert_eq!(
+        caller.principal.as_str(),
+        "arn:aws:sts::123456789012:assumed-role/Operators/alice"
+    );
+    assert_eq!(caller.address, Some("198.51.100.7".parse().unwrap()));
+    let request = lambda::into_bytes(request);
+    assert!(request.uri().path().starts_with("/v1/policies/arn%3Aaws"));
+    assert!(request.body().starts_with(b"{\"ports\""));
+}
+
+#[test]
+fn no_authorizer_means_no_caller() {
+    let request =
+        lambda_http::request::from_str(&event("apigw-no-auth.json")).expect("an HTTP API event");
+    assert_eq!(lambda::caller(&request), None);
+}
+
+#[test]
+fn the_sample_queue_message_is_a_valid_request() {
+    let sqs: SqsEvent = serde_json::from_str(&event("sqs-request.json")).expect("an SQS event");
+    let body = sqs.records[0].body.as_deref().expect("a body");
+    let (request, requestor) = RequestMessage::from_json(body)
+        .and_then(|m| m.parse())
+        .expect("a valid message");
+    assert_eq!(request.id().as_str(), "deploy-7f3a");
+    assert_eq!(
+        requestor.as_str(),
+        "arn:aws:iam::123456789012:role/deployer"
+    );
+}
