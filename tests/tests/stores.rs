@@ -1,0 +1,1028 @@
+//! The DynamoDB stores and the SQS request queue against a real moto
+//! server. Every test makes its own tables and queues (`unique` names), so
+//! they share one moto and run in parallel.
+
+use std::collections::BTreeSet;
+
+use jiff::{SignedDuration, Timestamp};
+use jitvm_core::aws::dynamo::{DynamoStore, TableNames};
+use jitvm_core::aws::sqs::{SqsQueue, group_id};
+use jitvm_core::ports::{
+    AdapterError, Enablement, PolicyEntry, PolicyStore, RequestQueue, RequestStore,
+};
+use jitvm_core::{
+    AccessRequest, Decision, InitiateBody, InitiatePort, InitiateVm, Policy, PolicyDocument, Port,
+    PortStatus, Principal, RequestId, RequestMessage, RequestRecord, StatusReason, Transition,
+    VmId, evaluate,
+};
+use jitvm_tests::{Moto, unique};
+use serde_json::{Value, json};
+
+const VM_A: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+const VM_B: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0fedcba9876543210";
+const VM_C: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0a1b2c3d";
+
+fn vm(text: &str) -> VmId {
+    VmId::parse(text).expect("a valid VM id")
+}
+
+fn alice() -> Principal {
+    Principal::parse("local:alice").expect("a valid principal")
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().expect("an RFC 3339 time")
+}
+
+fn policy(vm_id: &str, document: Value) -> Policy {
+    Policy::parse(
+        vm(vm_id),
+        &PolicyDocument::from_value(document).expect("a policy document"),
+    )
+    .expect("a valid policy")
+}
+
+fn ssh_policy(vm_id: &str) -> Policy {
+    policy(
+        vm_id,
+        json!({"ports": [{"number": 22, "protocol": "tcp",
+                          "allowedSourceAddressPrefixes": ["198.51.100.0/24"],
+                          "maxRequestAccessDuration": "PT3H"}, 3389],
+               "requesters": ["local:alice"]}),
+    )
+}
+
+fn entry(policy: Policy, by: &str, now: Timestamp) -> PolicyEntry {
+    PolicyEntry {
+        policy,
+        enablement: Enablement {
+            firewall: "sg-0123456789abcdef0".into(),
+            exposures: Vec::new(),
+        },
+        updated_at: now,
+        updated_by: Principal::parse(by).expect("a valid principal"),
+    }
+}
+
+fn access_request(vm_id: &str, id: &str) -> AccessRequest {
+    let body: InitiateBody = serde_json::from_value(json!({
+        "virtualMachines": [{"id": vm_id, "ports": [
+            {"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "198.51.100.7"}]}],
+        "justification": "deploy fix"}))
+    .expect("a request body");
+    AccessRequest::parse(RequestId::parse(id).expect("a valid id"), &body).expect("a valid request")
+}
+
+/// The record of request `id` on `vm_id`, accepted at `now` by the domain.
+fn record(vm_id: &str, id: &str, now: Timestamp) -> RequestRecord {
+    let request = access_request(vm_id, id);
+    match evaluate(Some(&ssh_policy(vm_id)), &request, &alice(), None, now) {
+        Decision::Approved { grants } => {
+            RequestRecord::accepted(&request, &alice(), &grants, &[], now)
+        }
+        other => panic!("the request should be approved: {other:?}"),
+    }
+}
+
+/// The queue message of request `id` on `vm_id`, accepted at `now`.
+fn message(vm_id: &str, id: &str, now: Timestamp) -> RequestMessage {
+    let request = access_request(vm_id, id);
+    match evaluate(Some(&ssh_policy(vm_id)), &request, &alice(), None, now) {
+        Decision::Approved { grants } => RequestMessage::accepted(&request, &alice(), &grants),
+        other => panic!("the request should be approved: {other:?}"),
+    }
+}
+
+async fn store() -> DynamoStore {
+    let config = Moto::shared().config().await;
+    let store = DynamoStore::new(
+        &config,
+        TableNames {
+            policies: unique("policies"),
+            requests: unique("requests"),
+        },
+    );
+    store.ensure_tables().await.expect("tables created");
+    store
+}
+
+async fn queue() -> SqsQueue {
+    let config = Moto::shared().config().await;
+    SqsQueue::ensure(&config, &format!("{}.fifo", unique("requests")))
+        .await
+        .expect("queue created")
+}
+
+fn conflict(result: Result<impl std::fmt::Debug, AdapterError>) -> String {
+    match result {
+        Err(AdapterError::Conflict(message)) => message,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn p22() -> Port {
+    Port::parse(22).expect("a valid port")
+}
+
+// ---------------------------------------------------------------- tables
+
+#[tokio::test]
+async fn ensure_tables_twice_keeps_tables_and_data() {
+    let store = store().await;
+    let now = at("2026-11-23T12:00:00Z");
+    store
+        .put_policy(&entry(ssh_policy(VM_A), "local:admin", now), None)
+        .await
+        .expect("stored");
+    store
+        .ensure_tables()
+        .await
+        .expect("a second ensure is fine");
+    assert_eq!(
+        store
+            .get_policy(&vm(VM_A))
+            .await
+            .expect("read")
+            .map(|e| e.policy.version()),
+        Some(1),
+        "ensuring again must not recreate the tables"
+    );
+
+    let dynamo = aws_sdk_dynamodb::Client::new(&Moto::shared().config().await);
+    let requests = dynamo
+        .describe_table()
+        .table_name(&store.tables().requests)
+        .send()
+        .await
+        .expect("describe requests")
+        .table
+        .expect("a table");
+    assert_eq!(
+        requests.table_status(),
+        Some(&aws_sdk_dynamodb::types::TableStatus::Active)
+    );
+    assert_eq!(
+        requests
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|m| m.as_str()),
+        Some("PAY_PER_REQUEST")
+    );
+    let keys: Vec<_> = requests
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(keys, [("id", "HASH")]);
+    let index = requests
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some("by-vm"))
+        .expect("the by-vm index");
+    let index_keys: Vec<_> = index
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(index_keys, [("vm", "HASH"), ("createdAt", "RANGE")]);
+    assert_eq!(
+        index
+            .projection()
+            .and_then(|p| p.projection_type())
+            .map(|p| p.as_str()),
+        Some("ALL")
+    );
+
+    let policies = dynamo
+        .describe_table()
+        .table_name(&store.tables().policies)
+        .send()
+        .await
+        .expect("describe policies")
+        .table
+        .expect("a table");
+    let keys: Vec<_> = policies
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(keys, [("vm", "HASH")]);
+}
+
+#[tokio::test]
+async fn a_requests_table_without_the_index_is_refused() {
+    let config = Moto::shared().config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let requests = unique("requests");
+    dynamo
+        .create_table()
+        .table_name(&requests)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .expect("definition"),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("create a foreign table");
+    let store = DynamoStore::new(
+        &config,
+        TableNames {
+            policies: unique("policies"),
+            requests: requests.clone(),
+        },
+    );
+    match store.ensure_tables().await {
+        Err(AdapterError::Permanent { code, message }) => {
+            assert_eq!(code, "MissingIndex");
+            assert!(
+                message.contains(&requests) && message.contains("by-vm"),
+                "{message}"
+            );
+        }
+        other => panic!("expected MissingIndex, got {other:?}"),
+    }
+}
+
+// -------------------------------------------------------------- policies
+
+#[tokio::test]
+async fn policy_round_trip_with_version() {
+    let store = store().await;
+    let now = at("2026-11-23T12:00:00Z");
+    assert_eq!(store.get_policy(&vm(VM_A)).await.expect("read"), None);
+    let written = entry(ssh_policy(VM_A), "local:admin", now);
+    assert_eq!(store.put_policy(&written, None).await.expect("stored"), 1);
+    let read = store
+        .get_policy(&vm(VM_A))
+        .await
+        .expect("read")
+        .expect("a policy");
+    assert_eq!(read.policy.version(), 1);
+    let mut expected = written.clone();
+    expected.policy = expected.policy.with_version(1);
+    assert_eq!(read, expected);
+    // Another spelling of nothing: another VM has no policy.
+    assert_eq!(store.get_policy(&vm(VM_B)).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn two_admins_cannot_overwrite_each_other() {
+    let store = store().await;
+    let t0 = at("2026-11-23T12:00:00Z");
+    let first = entry(ssh_policy(VM_A), "local:admin", t0);
+    assert_eq!(store.put_policy(&first, None).await.expect("created"), 1);
+
+    // A second create (no version) must not replace the first.
+    let message = conflict(store.put_policy(&first, None).await);
+    assert!(
+        message.contains("already exists") && message.contains(VM_A),
+        "{message}"
+    );
+    assert!(message.contains("version 1"), "{message}");
+
+    // Both admins read version 1; the first to write wins.
+    let rdp_only = policy(VM_A, json!({"ports": [3389], "requesters": ["local:bob"]}));
+    let bob_edit = entry(rdp_only, "local:carol", at("2026-11-23T12:05:00Z"));
+    assert_eq!(
+        store.put_policy(&bob_edit, Some(1)).await.expect("updated"),
+        2
+    );
+    let stale_edit = entry(ssh_policy(VM_A), "local:dave", at("2026-11-23T12:06:00Z"));
+    let message = conflict(store.put_policy(&stale_edit, Some(1)).await);
+    assert!(
+        message.contains("since version 1") && message.contains("now version 2"),
+        "{message}"
+    );
+
+    let stored = store
+        .get_policy(&vm(VM_A))
+        .await
+        .expect("read")
+        .expect("a policy");
+    assert_eq!(stored.policy.version(), 2);
+    assert_eq!(stored.updated_by.as_str(), "local:carol");
+    assert_eq!(stored.policy.ports().len(), 1);
+    assert_eq!(stored.policy.ports()[0].number().get(), 3389);
+
+    // Retrying with the version read again works.
+    assert_eq!(
+        store
+            .put_policy(&stale_edit, Some(2))
+            .await
+            .expect("updated"),
+        3
+    );
+    // A version for a VM that has no policy is a conflict, not a create.
+    let message = conflict(
+        store
+            .put_policy(&entry(ssh_policy(VM_B), "local:admin", t0), Some(4))
+            .await,
+    );
+    assert!(
+        message.contains("deleted") || message.contains("changed"),
+        "{message}"
+    );
+    assert_eq!(store.get_policy(&vm(VM_B)).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn deletes_are_conditional_on_the_version() {
+    let store = store().await;
+    let now = at("2026-11-23T12:00:00Z");
+    let e = entry(ssh_policy(VM_A), "local:admin", now);
+    store.put_policy(&e, None).await.expect("created");
+    store.put_policy(&e, Some(1)).await.expect("updated to 2");
+
+    let message = conflict(store.delete_policy(&vm(VM_A), 1).await);
+    assert!(message.contains("now version 2"), "{message}");
+    assert!(
+        store.get_policy(&vm(VM_A)).await.expect("read").is_some(),
+        "a stale delete must not remove the policy"
+    );
+
+    store.delete_policy(&vm(VM_A), 2).await.expect("deleted");
+    assert_eq!(store.get_policy(&vm(VM_A)).await.expect("read"), None);
+
+    match store.delete_policy(&vm(VM_A), 2).await {
+        Err(AdapterError::NotFound(message)) => assert!(message.contains(VM_A), "{message}"),
+        other => panic!("deleting a missing policy should be NotFound, got {other:?}"),
+    }
+    // After a delete, a policy can be created again from scratch.
+    assert_eq!(store.put_policy(&e, None).await.expect("recreated"), 1);
+}
+
+#[tokio::test]
+async fn list_policies_returns_all() {
+    let store = store().await;
+    assert!(store.list_policies().await.expect("list").is_empty());
+    let now = at("2026-11-23T12:00:00Z");
+    for id in [VM_A, VM_B, VM_C] {
+        store
+            .put_policy(&entry(ssh_policy(id), "local:admin", now), None)
+            .await
+            .expect("stored");
+    }
+    store
+        .put_policy(&entry(ssh_policy(VM_B), "local:admin", now), Some(1))
+        .await
+        .expect("updated");
+    let listed: BTreeSet<_> = store
+        .list_policies()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| (e.policy.vm().to_string(), e.policy.version()))
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([(VM_A.into(), 1), (VM_B.into(), 2), (VM_C.into(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_policy_item_is_an_error_not_a_panic() {
+    let store = store().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&Moto::shared().config().await);
+    let s = |t: &str| aws_sdk_dynamodb::types::AttributeValue::S(t.into());
+    dynamo
+        .put_item()
+        .table_name(&store.tables().policies)
+        .item("vm", s(VM_A))
+        .item(
+            "version",
+            aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+        )
+        .item("entry", s(r#"{"policy": "hand edited"}"#))
+        .send()
+        .await
+        .expect("raw put");
+    for result in [
+        store.get_policy(&vm(VM_A)).await.map(|_| ()),
+        store.list_policies().await.map(|_| ()),
+    ] {
+        match result {
+            Err(AdapterError::Permanent { code, message }) => {
+                assert_eq!(code, "CorruptRecord");
+                assert!(message.contains(VM_A), "{message}");
+            }
+            other => panic!("expected CorruptRecord, got {other:?}"),
+        }
+    }
+}
+
+// -------------------------------------------------------------- requests
+
+#[tokio::test]
+async fn request_revisions_are_conditional() {
+    let store = store().await;
+    let now = at("2026-11-23T12:00:00Z");
+    let id = RequestId::parse("req-1").expect("id");
+    assert_eq!(store.get_request(&id).await.expect("read"), None);
+
+    let created = record(VM_A, "req-1", now);
+    store.create_request(&created).await.expect("created");
+    let read = store
+        .get_request(&id)
+        .await
+        .expect("read")
+        .expect("a record");
+    assert_eq!(read.revision, 1);
+    assert_eq!(read.value, created);
+
+    let mut opened = read.value.clone();
+    opened
+        .set_port(
+            p22(),
+            PortStatus::Initiated,
+            StatusReason::UserRequested,
+            None,
+            now,
+        )
+        .expect("Initiating to Initiated");
+    assert_eq!(store.update_request(&opened, 1).await.expect("updated"), 2);
+    let read = store
+        .get_request(&id)
+        .await
+        .expect("read")
+        .expect("a record");
+    assert_eq!(read.revision, 2);
+    assert_eq!(read.value, opened);
+
+    // A writer still holding revision 1 loses.
+    let message = conflict(store.update_request(&created, 1).await);
+    assert!(
+        message.contains("since revision 1") && message.contains("now revision 2"),
+        "{message}"
+    );
+    assert_eq!(
+        store.get_request(&id).await.expect("read").map(|r| r.value),
+        Some(opened)
+    );
+
+    // Updating a record that was never created is a conflict too (a re-read
+    // then finds nothing), and creates nothing.
+    let ghost = record(VM_A, "ghost", now);
+    let message = conflict(store.update_request(&ghost, 1).await);
+    assert!(message.contains("does not exist"), "{message}");
+    assert_eq!(
+        store
+            .get_request(&RequestId::parse("ghost").expect("id"))
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_create_is_a_conflict() {
+    let store = store().await;
+    let now = at("2026-11-23T12:00:00Z");
+    let first = record(VM_A, "dup-1", now);
+    store.create_request(&first).await.expect("created");
+    let mut opened = first.clone();
+    opened
+        .set_port(
+            p22(),
+            PortStatus::Initiated,
+            StatusReason::UserRequested,
+            None,
+            now,
+        )
+        .expect("opened");
+    store.update_request(&opened, 1).await.expect("updated");
+
+    // The same id again (another VM, later) must not replace the record.
+    let again = record(VM_B, "dup-1", at("2026-11-23T13:00:00Z"));
+    let message = conflict(store.create_request(&again).await);
+    assert!(
+        message.contains("dup-1") && message.contains("already exists"),
+        "{message}"
+    );
+    let stored = store
+        .get_request(&RequestId::parse("dup-1").expect("id"))
+        .await
+        .expect("read")
+        .expect("a record");
+    assert_eq!(stored.revision, 2);
+    assert_eq!(stored.value, opened);
+}
+
+#[tokio::test]
+async fn a_record_cannot_go_backwards_through_the_store() {
+    let store = store().await;
+    let t0 = at("2026-11-23T12:00:00Z");
+    let id = RequestId::parse("race-1").expect("id");
+    store
+        .create_request(&record(VM_A, "race-1", t0))
+        .await
+        .expect("created");
+
+    // A grant (redelivered, slow) and the sweep both read revision 1.
+    let stale = store.get_request(&id).await.expect("read").expect("record");
+    let grant = store.get_request(&id).await.expect("read").expect("record");
+
+    // The grant opens the port, then the sweep expires it.
+    let mut opened = grant.value.clone();
+    assert_eq!(
+        opened.set_port(
+            p22(),
+            PortStatus::Initiated,
+            StatusReason::UserRequested,
+            None,
+            t0
+        ),
+        Ok(Transition::Changed)
+    );
+    assert_eq!(
+        store
+            .update_request(&opened, grant.revision)
+            .await
+            .expect("opened"),
+        2
+    );
+    let current = store.get_request(&id).await.expect("read").expect("record");
+    let mut expired = current.value.clone();
+    let t1 = t0 + SignedDuration::from_hours(1);
+    assert_eq!(
+        expired.set_port(p22(), PortStatus::Revoked, StatusReason::Expired, None, t1),
+        Ok(Transition::Changed)
+    );
+    assert_eq!(
+        store
+            .update_request(&expired, current.revision)
+            .await
+            .expect("expired"),
+        3
+    );
+
+    // The late writer's change is legal on its stale copy, but the store
+    // refuses the stale revision ...
+    let mut late = stale.value.clone();
+    assert_eq!(
+        late.set_port(
+            p22(),
+            PortStatus::Initiated,
+            StatusReason::UserRequested,
+            None,
+            t1
+        ),
+        Ok(Transition::Changed)
+    );
+    conflict(store.update_request(&late, stale.revision).await);
+    // ... and on the fresh copy the domain refuses to reopen the port.
+    let fresh = store.get_request(&id).await.expect("read").expect("record");
+    assert_eq!(fresh.revision, 3);
+    let mut reapplied = fresh.value.clone();
+    assert!(
+        reapplied
+            .set_port(
+                p22(),
+                PortStatus::Initiated,
+                StatusReason::UserRequested,
+                None,
+                t1
+            )
+            .is_err(),
+        "a revoked port must not reopen"
+    );
+    let port = fresh.value.port(p22()).expect("port 22");
+    assert_eq!(port.status, PortStatus::Revoked);
+    assert_eq!(port.status_reason, StatusReason::Expired);
+    assert_eq!(fresh.value.history().len(), 3);
+}
+
+#[tokio::test]
+async fn requests_for_vm_newest_first_with_since_and_limit() {
+    let store = store().await;
+    let t0 = at("2026-11-23T12:00:00Z");
+    let s = SignedDuration::from_secs;
+    // Two requests start in the same second; they must both be kept.
+    for (vm_id, id, t) in [
+        (VM_A, "a0", t0),
+        (VM_A, "a1", t0 + s(1)),
+        (VM_B, "b1", t0 + s(1)),
+        (VM_A, "a2x", t0 + s(2)),
+        (VM_A, "a2y", t0 + s(2)),
+        (VM_A, "a3", t0 + s(3600)),
+    ] {
+        store
+            .create_request(&record(vm_id, id, t))
+            .await
+            .expect("created");
+    }
+    let ids = |records: Vec<RequestRecord>| -> Vec<String> {
+        records.iter().map(|r| r.id().to_string()).collect()
+    };
+
+    let all = store
+        .requests_for_vm(&vm(VM_A), None, 100)
+        .await
+        .expect("list");
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].start_time_utc() >= w[1].start_time_utc()),
+        "newest first"
+    );
+    assert!(all.iter().all(|r| r.vm() == &vm(VM_A)), "only VM A");
+    assert_eq!(ids(all), ["a3", "a2y", "a2x", "a1", "a0"]);
+
+    // `since` includes a request started exactly then.
+    let since = store
+        .requests_for_vm(&vm(VM_A), Some(t0 + s(1)), 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(since), ["a3", "a2y", "a2x", "a1"]);
+    let since = store
+        .requests_for_vm(&vm(VM_A), Some(t0 + SignedDuration::from_millis(1500)), 100)
+        .await
+        .expect("list");
+    assert_eq!(ids(since), ["a3", "a2y", "a2x"]);
+    let none = store
+        .requests_for_vm(&vm(VM_A), Some(t0 + s(7200)), 100)
+        .await
+        .expect("list");
+    assert!(none.is_empty());
+
+    let newest_two = store
+        .requests_for_vm(&vm(VM_A), None, 2)
+        .await
+        .expect("list");
+    assert_eq!(ids(newest_two), ["a3", "a2y"]);
+    let limited_since = store
+        .requests_for_vm(&vm(VM_A), Some(t0), 4)
+        .await
+        .expect("list");
+    assert_eq!(ids(limited_since), ["a3", "a2y", "a2x", "a1"]);
+    assert!(
+        store
+            .requests_for_vm(&vm(VM_A), None, 0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    assert_eq!(
+        ids(store
+            .requests_for_vm(&vm(VM_B), None, 100)
+            .await
+            .expect("list")),
+        ["b1"]
+    );
+    assert!(
+        store
+            .requests_for_vm(&vm(VM_C), None, 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // An update keeps the record in the index, with its new state.
+    let a1 = RequestId::parse("a1").expect("id");
+    let current = store.get_request(&a1).await.expect("read").expect("record");
+    let mut revoked = current.value.clone();
+    revoked
+        .set_port(
+            p22(),
+            PortStatus::Revoked,
+            StatusReason::UserRequested,
+            None,
+            t0 + s(5),
+        )
+        .expect("revoke");
+    store
+        .update_request(&revoked, current.revision)
+        .await
+        .expect("updated");
+    let listed = store
+        .requests_for_vm(&vm(VM_A), None, 100)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.iter().find(|r| r.id() == &a1), Some(&revoked));
+}
+
+// ----------------------------------------------------------------- queue
+
+/// The body and every attribute of a queue, as SQS reports them.
+async fn queue_attributes(url: &str) -> std::collections::HashMap<String, String> {
+    let sqs = aws_sdk_sqs::Client::new(&Moto::shared().config().await);
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v))
+        .collect()
+}
+
+#[tokio::test]
+async fn ensure_makes_a_fifo_queue_with_a_dead_letter_queue() {
+    let config = Moto::shared().config().await;
+    let base = unique("requests");
+    let name = format!("{base}.fifo");
+    let first = SqsQueue::ensure(&config, &name).await.expect("created");
+    let second = SqsQueue::ensure(&config, &name).await.expect("found");
+    assert_eq!(first.url(), second.url());
+    assert!(first.url().ends_with(&name), "{}", first.url());
+
+    let attributes = queue_attributes(first.url()).await;
+    assert_eq!(
+        attributes.get("FifoQueue").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        attributes
+            .get("ContentBasedDeduplication")
+            .map(String::as_str),
+        Some("false")
+    );
+    assert_eq!(
+        attributes.get("VisibilityTimeout").map(String::as_str),
+        Some("180")
+    );
+    let redrive: Value =
+        serde_json::from_str(attributes.get("RedrivePolicy").expect("a redrive policy"))
+            .expect("redrive JSON");
+
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let dead_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{base}-dlq.fifo"))
+        .send()
+        .await
+        .expect("the dead-letter queue exists")
+        .queue_url
+        .expect("its URL");
+    let dead = queue_attributes(&dead_url).await;
+    assert_eq!(dead.get("FifoQueue").map(String::as_str), Some("true"));
+    assert_eq!(
+        redrive["deadLetterTargetArn"].as_str(),
+        dead.get("QueueArn").map(String::as_str)
+    );
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "5"
+    );
+}
+
+#[tokio::test]
+async fn ensure_refuses_a_name_without_fifo() {
+    let config = Moto::shared().config().await;
+    let name = unique("requests");
+    match SqsQueue::ensure(&config, &name).await {
+        Err(AdapterError::Permanent { code, message }) => {
+            assert_eq!(code, "InvalidQueueName");
+            assert!(message.contains(".fifo"), "{message}");
+        }
+        other => panic!("expected InvalidQueueName, got {other:?}"),
+    }
+    // Nothing was created.
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    assert!(sqs.get_queue_url().queue_name(&name).send().await.is_err());
+}
+
+#[tokio::test]
+async fn enqueue_and_receive_round_trip() {
+    let queue = queue().await;
+    let sent = message(VM_A, "round-1", at("2026-11-23T12:00:00Z"));
+    queue.enqueue(&sent).await.expect("queued");
+
+    let received = queue.receive(10, 1).await.expect("received");
+    assert_eq!(received.len(), 1);
+    let m = &received[0];
+    assert_eq!(RequestMessage::from_json(&m.body).expect("a message"), sent);
+    assert_eq!(
+        m.attributes.get("MessageGroupId").map(String::as_str),
+        Some(VM_A)
+    );
+    assert_eq!(
+        m.attributes
+            .get("MessageDeduplicationId")
+            .map(String::as_str),
+        Some("round-1")
+    );
+    assert_eq!(
+        m.attributes
+            .get("ApproximateReceiveCount")
+            .map(String::as_str),
+        Some("1")
+    );
+    for name in ["SentTimestamp", "SequenceNumber"] {
+        assert!(
+            m.attributes.contains_key(name),
+            "{name} in {:?}",
+            m.attributes
+        );
+    }
+    assert!(!m.message_id.is_empty() && !m.receipt_handle.is_empty());
+    queue.delete(&m.receipt_handle).await.expect("deleted");
+    assert!(queue.receive(10, 0).await.expect("received").is_empty());
+}
+
+#[tokio::test]
+async fn the_same_request_id_is_delivered_once() {
+    let queue = queue().await;
+    let sent = message(VM_A, "twice-1", at("2026-11-23T12:00:00Z"));
+    queue.enqueue(&sent).await.expect("queued");
+    queue
+        .enqueue(&sent)
+        .await
+        .expect("queued again (deduplicated)");
+    let other = message(VM_A, "twice-2", at("2026-11-23T12:00:01Z"));
+    queue.enqueue(&other).await.expect("queued");
+
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let batch = queue.receive(10, 0).await.expect("received");
+        if batch.is_empty() {
+            break;
+        }
+        let handles: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
+        bodies.extend(batch.into_iter().map(|m| m.body));
+        queue.delete_batch(&handles).await.expect("deleted");
+    }
+    let ids: Vec<String> = bodies
+        .iter()
+        .map(|b| RequestMessage::from_json(b).expect("a message").id)
+        .collect();
+    assert_eq!(ids, ["twice-1", "twice-2"], "one delivery each, in order");
+}
+
+#[tokio::test]
+async fn group_ids_keep_short_vm_ids_and_hash_long_ones() {
+    assert_eq!(group_id(VM_A), VM_A);
+    let long = format!(
+        "/subscriptions/20ff7fc3-e762-44dd-bd96-b71116dcdc23/resourceGroups/{}/providers/\
+         Microsoft.Compute/virtualMachines/vm1",
+        "rg".repeat(40)
+    );
+    let hashed = group_id(&long);
+    assert!(hashed.starts_with("vm-") && hashed.len() == 67, "{hashed}");
+    assert_eq!(hashed, group_id(&long), "stable");
+
+    // Through SQS: a long Azure id is grouped by its hash, whatever its case.
+    let queue = queue().await;
+    let canonical = vm(&long).to_string();
+    assert!(canonical.len() > 128);
+    let port = InitiatePort {
+        number: 22,
+        duration: None,
+        end_time_utc: Some("2026-11-23T13:00:00Z".into()),
+        allowed_source_address_prefix: Some("198.51.100.7/32".into()),
+    };
+    let raw = |id: &str, vm_id: &str| RequestMessage {
+        id: id.into(),
+        requestor: "local:alice".into(),
+        virtual_machines: vec![InitiateVm {
+            id: vm_id.into(),
+            ports: vec![port.clone()],
+        }],
+        justification: None,
+    };
+    queue.enqueue(&raw("azure-1", &long)).await.expect("queued");
+    queue
+        .enqueue(&raw("azure-2", &long.to_uppercase()))
+        .await
+        .expect("queued");
+    let nameless = RequestMessage {
+        virtual_machines: Vec::new(),
+        ..raw("nameless-1", VM_A)
+    };
+    queue.enqueue(&nameless).await.expect("queued");
+
+    let mut groups = std::collections::HashMap::new();
+    for _ in 0..5 {
+        let batch = queue.receive(10, 0).await.expect("received");
+        if batch.is_empty() {
+            break;
+        }
+        for m in &batch {
+            let id = RequestMessage::from_json(&m.body).expect("a message").id;
+            groups.insert(id, m.attributes.get("MessageGroupId").cloned());
+        }
+        let handles: Vec<String> = batch.into_iter().map(|m| m.receipt_handle).collect();
+        queue.delete_batch(&handles).await.expect("deleted");
+    }
+    assert_eq!(groups.len(), 3, "{groups:?}");
+    assert_eq!(
+        groups["azure-1"].as_deref(),
+        Some(group_id(&canonical).as_str())
+    );
+    assert_eq!(
+        groups["azure-2"], groups["azure-1"],
+        "two spellings, one VM, one group"
+    );
+    assert_eq!(groups["nameless-1"].as_deref(), Some("unknown"));
+}
+
+#[tokio::test]
+async fn enqueue_refuses_an_invalid_request_id() {
+    let queue = queue().await;
+    let mut bad = message(VM_A, "ok-1", at("2026-11-23T12:00:00Z"));
+    bad.id = "not a valid id".into();
+    match queue.enqueue(&bad).await {
+        Err(AdapterError::Permanent { code, .. }) => assert_eq!(code, "InvalidRequestId"),
+        other => panic!("expected InvalidRequestId, got {other:?}"),
+    }
+    assert!(queue.receive(10, 0).await.expect("received").is_empty());
+}
+
+#[tokio::test]
+async fn release_redelivers_now_and_keeps_the_vm_order() {
+    let queue = queue().await;
+    let t0 = at("2026-11-23T12:00:00Z");
+    queue
+        .enqueue(&message(VM_A, "first", t0))
+        .await
+        .expect("queued");
+    queue
+        .enqueue(&message(VM_A, "second", t0 + SignedDuration::from_secs(1)))
+        .await
+        .expect("queued");
+
+    let id_of = |m: &jitvm_core::aws::sqs::Received| {
+        RequestMessage::from_json(&m.body).expect("a message").id
+    };
+    let got = queue.receive(1, 0).await.expect("received");
+    assert_eq!(got.iter().map(id_of).collect::<Vec<_>>(), ["first"]);
+    // While the first is in flight, the VM's next request waits behind it.
+    assert!(queue.receive(10, 0).await.expect("received").is_empty());
+
+    // Released (a failure that may pass), it comes back at once, first.
+    queue
+        .release(&got[0].receipt_handle)
+        .await
+        .expect("released");
+    let again = queue.receive(10, 0).await.expect("received");
+    assert_eq!(
+        again.iter().map(id_of).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    assert_eq!(
+        again[0]
+            .attributes
+            .get("ApproximateReceiveCount")
+            .map(String::as_str),
+        Some("2")
+    );
+
+    // Deleting is final, and deleting again is harmless.
+    let handles: Vec<String> = again.iter().map(|m| m.receipt_handle.clone()).collect();
+    queue.delete(&handles[0]).await.expect("deleted");
+    queue.delete(&handles[0]).await.expect("deleted again");
+    queue.delete_batch(&handles[1..]).await.expect("deleted");
+    assert!(queue.receive(10, 0).await.expect("received").is_empty());
+}
+
+#[tokio::test]
+async fn delete_batch_takes_more_than_ten_and_reports_failures() {
+    let queue = queue().await;
+    let t0 = at("2026-11-23T12:00:00Z");
+    // Twelve VMs, twelve groups: none waits behind another.
+    let vms: Vec<String> = (0..12)
+        .map(|i| format!("arn:aws:ec2:us-east-1:123456789012:instance/i-{i:017x}"))
+        .collect();
+    for (i, vm_id) in vms.iter().enumerate() {
+        queue
+            .enqueue(&message(vm_id, &format!("bulk-{i}"), t0))
+            .await
+            .expect("queued");
+    }
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let batch = queue.receive(10, 0).await.expect("received");
+        if batch.is_empty() {
+            break;
+        }
+        handles.extend(batch.into_iter().map(|m| m.receipt_handle));
+    }
+    assert_eq!(handles.len(), 12);
+    queue.delete_batch(&handles).await.expect("all deleted");
+    queue.delete_batch(&[]).await.expect("nothing to delete");
+    assert!(queue.receive(10, 0).await.expect("received").is_empty());
+
+    match queue
+        .delete_batch(&["not-a-receipt-handle".to_owned()])
+        .await
+    {
+        Err(AdapterError::Permanent { message, .. }) => {
+            assert!(message.contains("1 of 1"), "{message}");
+        }
+        other => panic!("a bogus receipt handle should fail, got {other:?}"),
+    }
+}
