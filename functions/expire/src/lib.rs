@@ -1,0 +1,150 @@
+//! The expire function: every minute, removes every jitvm rule whose end
+//! time has passed, on every jitvm firewall, and marks the requests
+//! `Revoked`/`Expired`.
+//!
+//! It works from the rules' own tags (or names), not from the database, so a
+//! lost write, a lost message or a restarted host never leaves a rule open.
+//! A rule on a jitvm firewall that is not a valid grant (added by hand, tags
+//! missing or edited) is drift: it is removed too, with an audit event.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jitvm_core::ports::{AdapterError, Firewall, RequestStore, RuleKey};
+use jitvm_core::rule::{plan_sweep, rfc3339};
+use jitvm_core::telemetry::Audit;
+use jitvm_core::{Port, RequestId, StatusReason, records};
+use serde::Serialize;
+
+/// What the expire function needs, and only that.
+pub struct ExpireApp<'a> {
+    pub firewall: &'a dyn Firewall,
+    pub requests: &'a dyn RequestStore,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    pub examined: usize,
+    pub active: usize,
+    pub expired: usize,
+    pub drift: usize,
+    pub revoked: usize,
+    pub records_updated: usize,
+    /// Records that could not be updated this time (the rules are gone all
+    /// the same); the next sweep does not retry them, the log has them.
+    pub record_errors: usize,
+}
+
+/// Sweeps once at `now`.
+pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, AdapterError> {
+    let rules = app.firewall.rules().await?;
+    let examined = rules.len();
+    let plan = plan_sweep(
+        rules.into_iter().map(|r| {
+            let decoded = r.decoded.clone();
+            (r, decoded)
+        }),
+        now,
+    );
+    let mut keys: Vec<RuleKey> = plan.expired.iter().map(|(r, _)| r.key.clone()).collect();
+    keys.extend(plan.drift.iter().map(|(r, _)| r.key.clone()));
+    let revoked = if keys.is_empty() {
+        0
+    } else {
+        app.firewall.revoke(&keys).await?
+    };
+    for (rule, reason) in &plan.drift {
+        let vm = rule.vm.as_ref().map(ToString::to_string);
+        Audit {
+            event: "rule.drift",
+            vm: vm.as_deref(),
+            port: rule.port.map(Port::get),
+            source: Some(&rule.source),
+            rule: Some(&rule.key.to_string()),
+            status: Some("Removed"),
+            message: Some(&format!("not a valid jitvm grant: {reason}")),
+            ..Audit::default()
+        }
+        .emit();
+    }
+    // One record update per request, for all its expired ports.
+    let mut by_request: BTreeMap<RequestId, Vec<Option<Port>>> = BTreeMap::new();
+    for (rule, meta) in &plan.expired {
+        by_request
+            .entry(meta.request_id.clone())
+            .or_default()
+            .push(rule.port);
+        let vm = rule.vm.as_ref().map(ToString::to_string);
+        Audit {
+            event: "grant.expired",
+            request_id: Some(meta.request_id.as_str()),
+            vm: vm.as_deref(),
+            port: rule.port.map(Port::get),
+            source: Some(&rule.source),
+            requestor: meta.requester.as_deref(),
+            rule: Some(&rule.key.to_string()),
+            status: Some("Revoked"),
+            reason: Some("Expired"),
+            message: Some(&format!("end time {} passed", rfc3339(meta.expires))),
+            ..Audit::default()
+        }
+        .emit();
+    }
+    let mut summary = SweepSummary {
+        examined,
+        active: plan.active.len(),
+        expired: plan.expired.len(),
+        drift: plan.drift.len(),
+        revoked,
+        ..SweepSummary::default()
+    };
+    for (id, ports) in by_request {
+        let result = records::update(app.requests, &id, |r| {
+            r.revoke_ports(
+                |n| ports.iter().any(|q| q.is_none_or(|q| q == n)),
+                StatusReason::Expired,
+                None,
+                now,
+            )
+        })
+        .await;
+        match result {
+            Ok(Some(_)) => summary.records_updated += 1,
+            Ok(None) => tracing::warn!(request_id = %id, "expired rule with no request record"),
+            Err(e) => {
+                summary.record_errors += 1;
+                tracing::error!(request_id = %id, error = %e, "could not mark the request expired");
+            }
+        }
+    }
+    tracing::info!(
+        examined = summary.examined,
+        expired = summary.expired,
+        drift = summary.drift,
+        revoked = summary.revoked,
+        "sweep done"
+    );
+    Ok(summary)
+}
+
+/// A failed sweep, as the Lambda runtime reports it: its `errorType` is
+/// `SweepError`, so alarms can tell it from a crash.
+#[derive(Debug, thiserror::Error)]
+#[error("the sweep failed: {0}")]
+pub struct SweepError(#[from] pub AdapterError);
+
+impl From<SweepError> for lambda_runtime::Diagnostic {
+    fn from(e: SweepError) -> Self {
+        let kind = if e.0.is_retryable() {
+            "SweepError.Transient"
+        } else {
+            "SweepError.Permanent"
+        };
+        lambda_runtime::Diagnostic {
+            error_type: kind.to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}

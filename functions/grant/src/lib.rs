@@ -1,0 +1,326 @@
+//! The grant function: reads the FIFO request queue, checks each request
+//! against the VM's current policy again, opens the firewall rules, and
+//! records the outcome.
+//!
+//! The queue's sender is trusted for the requestor's name only; everything
+//! else is re-checked. A message that can never succeed (malformed, unknown
+//! VM, refused by the policy) is recorded and dropped, never retried
+//! forever. A failure that may pass (throttling, a timeout) is reported in
+//! `batchItemFailures`, and so are the later messages of the same message
+//! group in the batch, to keep each VM's requests in order.
+
+use std::collections::HashSet;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use jiff::Timestamp;
+use jitvm_core::ports::{AdapterError, Firewall, Opened, PolicyStore, RequestStore, RuleKey};
+use jitvm_core::rule::rfc3339;
+use jitvm_core::telemetry::Audit;
+use jitvm_core::{
+    Decision, Grant, PortStatus, RefusalReason, RequestId, RequestMessage, RequestRecord,
+    RequestStatus, StatusReason, Transition, evaluate, records,
+};
+
+/// What the grant function needs, and only that.
+pub struct GrantApp<'a> {
+    pub policies: &'a dyn PolicyStore,
+    pub requests: &'a dyn RequestStore,
+    pub firewall: &'a dyn Firewall,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished (opened, refused, or not processable): delete the message.
+    Done,
+    /// Try again later: keep the message.
+    Retry(String),
+}
+
+/// Handles one SQS batch, reporting only the messages to retry.
+pub async fn handle_batch(app: &GrantApp<'_>, event: SqsEvent, now: Timestamp) -> SqsBatchResponse {
+    let mut failed_groups: HashSet<String> = HashSet::new();
+    let mut response = SqsBatchResponse::default();
+    for message in event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let group = message.attributes.get("MessageGroupId").cloned();
+        if let Some(g) = &group
+            && failed_groups.contains(g)
+        {
+            response.batch_item_failures.push(failure(&id));
+            continue;
+        }
+        let outcome = match message.body.as_deref() {
+            Some(body) => process(app, body, now).await,
+            None => {
+                reject(None, "the message has no body");
+                Outcome::Done
+            }
+        };
+        if let Outcome::Retry(reason) = outcome {
+            tracing::warn!(message_id = %id, reason = %reason, "message will be retried");
+            response.batch_item_failures.push(failure(&id));
+            if let Some(g) = group {
+                failed_groups.insert(g);
+            }
+        }
+    }
+    response
+}
+
+fn failure(id: &str) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id.to_owned();
+    f
+}
+
+fn reject(id: Option<&str>, why: &str) {
+    Audit {
+        event: "message.rejected",
+        request_id: id,
+        status: Some("Failed"),
+        message: Some(why),
+        ..Audit::default()
+    }
+    .emit();
+}
+
+fn retry(e: AdapterError) -> Outcome {
+    Outcome::Retry(e.to_string())
+}
+
+/// Processes one queued request.
+pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome {
+    let message = match RequestMessage::from_json(body) {
+        Ok(m) => m,
+        Err(e) => {
+            reject(None, &e.to_string());
+            return Outcome::Done;
+        }
+    };
+    let (request, requestor) = match message.parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let why = format!("the queued request is malformed: {e}");
+            if let Ok(id) = message.request_id()
+                && let Err(e) = fail_ports(app, &id, StatusReason::Error, &why, now).await
+            {
+                return retry(e);
+            }
+            reject(Some(&message.id), &why);
+            return Outcome::Done;
+        }
+    };
+    let id = request.id().clone();
+    let policy = match app.policies.get_policy(request.vm()).await {
+        Ok(p) => p,
+        Err(e) => return retry(e),
+    };
+    let existing = match app.requests.get_request(&id).await {
+        Ok(r) => r.map(|r| r.value),
+        Err(e) => return retry(e),
+    };
+    if let Some(record) = &existing
+        && (record.requestor() != &requestor || record.vm() != request.vm())
+    {
+        reject(
+            Some(id.as_str()),
+            "the message's requestor or VM differs from the recorded request with this id",
+        );
+        return Outcome::Done;
+    }
+    let decision = evaluate(
+        policy.as_ref().map(|e| &e.policy),
+        &request,
+        &requestor,
+        None,
+        now,
+    );
+    let grants = match decision {
+        Decision::Refused { refusals } => {
+            let why = refusals
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let expired = refusals
+                .iter()
+                .all(|r| matches!(r.reason, RefusalReason::EndTimeNotInFuture { .. }));
+            let reason = if expired {
+                StatusReason::Expired
+            } else {
+                StatusReason::PolicyChanged
+            };
+            if let Err(e) = fail_ports(app, &id, reason, &why, now).await {
+                return retry(e);
+            }
+            Audit {
+                event: "request.refused",
+                request_id: Some(id.as_str()),
+                vm: Some(&request.vm().to_string()),
+                requestor: Some(requestor.as_str()),
+                status: Some("Failed"),
+                reason: refusals.first().map(|r| r.reason.code()),
+                message: Some(&why),
+                ..Audit::default()
+            }
+            .emit();
+            return Outcome::Done;
+        }
+        Decision::Approved { grants } => grants,
+        Decision::PendingApproval { grants, approvers } => match &existing {
+            // Opened only once an approver other than the requestor approved.
+            Some(r)
+                if r.status() == RequestStatus::Approved
+                    && r.decided_by()
+                        .is_some_and(|d| approvers.contains(d) && d != &requestor) =>
+            {
+                grants
+            }
+            Some(_) => return Outcome::Done,
+            None => {
+                let record =
+                    RequestRecord::accepted(&request, &requestor, &grants, &approvers, now);
+                return match app.requests.create_request(&record).await {
+                    Ok(()) | Err(AdapterError::Conflict(_)) => Outcome::Done,
+                    Err(e) => retry(e),
+                };
+            }
+        },
+    };
+    if existing.is_none() {
+        // Sent straight to the queue by another system: record it first.
+        let record = RequestRecord::accepted(&request, &requestor, &grants, &[], now);
+        match app.requests.create_request(&record).await {
+            Ok(()) | Err(AdapterError::Conflict(_)) => {}
+            Err(e) => return retry(e),
+        }
+    }
+    let record = match app.requests.get_request(&id).await {
+        Ok(Some(r)) => r.value,
+        Ok(None) => return Outcome::Retry(format!("request {id} vanished while being granted")),
+        Err(e) => return retry(e),
+    };
+    open_all(app, &record, &grants, request.justification(), now).await
+}
+
+/// Opens every grant whose port is still `Initiating`, then records the
+/// results. A port that is no longer `Initiating` (already open, revoked,
+/// failed) is never opened again.
+async fn open_all(
+    app: &GrantApp<'_>,
+    record: &RequestRecord,
+    grants: &[Grant],
+    justification: Option<&jitvm_core::Justification>,
+    now: Timestamp,
+) -> Outcome {
+    let id = record.id().clone();
+    let mut results: Vec<(Grant, Result<Opened, String>)> = Vec::new();
+    let mut retry_reason = None;
+    for grant in grants {
+        match record.port(grant.port()) {
+            Some(p) if p.status == PortStatus::Initiating => {}
+            Some(_) => continue,
+            None => {
+                tracing::warn!(request_id = %id, port = grant.port().get(), "port not in the record; skipped");
+                continue;
+            }
+        }
+        match app.firewall.open(grant, justification).await {
+            Ok(opened) => results.push((grant.clone(), Ok(opened))),
+            Err(e) if e.is_retryable() => retry_reason = Some(e.to_string()),
+            Err(e) => results.push((grant.clone(), Err(e.to_string()))),
+        }
+    }
+    if results.is_empty() {
+        return retry_reason.map_or(Outcome::Done, Outcome::Retry);
+    }
+    // Rules opened for ports that were revoked meanwhile must close again.
+    let mut to_close: Vec<RuleKey> = Vec::new();
+    let updated = records::update(app.requests, &id, |r| {
+        to_close.clear();
+        let mut changed = false;
+        for (grant, result) in &results {
+            let (to, reason, message) = match result {
+                Ok(_) => (PortStatus::Initiated, StatusReason::UserRequested, None),
+                Err(why) => (PortStatus::Failed, StatusReason::Error, Some(why.clone())),
+            };
+            match r.set_port(grant.port(), to, reason, message, now) {
+                Ok(Transition::Changed) => changed = true,
+                Ok(Transition::Unchanged) => {}
+                Err(_) => {
+                    if let Ok(opened) = result {
+                        to_close.extend(opened.rules.iter().cloned());
+                    }
+                }
+            }
+        }
+        changed
+    })
+    .await;
+    if let Err(e) = updated {
+        // The rules stay open with their end time in their tags: the sweep
+        // closes them even if this record is never written.
+        return retry(e);
+    }
+    if !to_close.is_empty() {
+        if let Err(e) = app.firewall.revoke(&to_close).await {
+            return retry(e);
+        }
+        Audit {
+            event: "grant.closed",
+            request_id: Some(id.as_str()),
+            vm: Some(&record.vm().to_string()),
+            status: Some("Revoked"),
+            reason: Some("UserRequested"),
+            message: Some("revoked while it was being opened"),
+            ..Audit::default()
+        }
+        .emit();
+    }
+    for (grant, result) in &results {
+        let vm = grant.vm().to_string();
+        let source = grant.source().to_string();
+        let end = rfc3339(grant.end());
+        let (event, status, message) = match result {
+            Ok(o) if o.already_open => (
+                "grant.opened",
+                "Initiated",
+                Some(format!("already open until {end}")),
+            ),
+            Ok(_) => (
+                "grant.opened",
+                "Initiated",
+                Some(format!("open until {end}")),
+            ),
+            Err(why) => ("grant.failed", "Failed", Some(why.clone())),
+        };
+        Audit {
+            event,
+            request_id: Some(id.as_str()),
+            vm: Some(&vm),
+            port: Some(grant.port().get()),
+            source: Some(&source),
+            requestor: Some(grant.requestor().as_str()),
+            status: Some(status),
+            message: message.as_deref(),
+            ..Audit::default()
+        }
+        .emit();
+    }
+    retry_reason.map_or(Outcome::Done, Outcome::Retry)
+}
+
+/// Marks the record's `Initiating` ports `Failed` for `reason`, if there is
+/// a record.
+async fn fail_ports(
+    app: &GrantApp<'_>,
+    id: &RequestId,
+    reason: StatusReason,
+    why: &str,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    records::update(app.requests, id, |r| r.fail_pending_ports(reason, why, now))
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,20 @@
+//! Lambda entry point of the policy function: wiring only.
+
+use jitvm_core::aws::AwsStack;
+use jitvm_core::config::Settings;
+use jitvm_core::{lambda, telemetry};
+use jitvm_policy::{PolicyApi, handle};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let settings = Settings::from_env()?;
+    let aws = AwsStack::connect(&settings).await;
+    let api = PolicyApi {
+        firewall: &aws.firewall,
+        policies: &aws.store,
+        requests: &aws.store,
+        admins: &settings.admins,
+    };
+    lambda::run_http(|caller, request, now| handle(&api, caller, request, now)).await
+}

@@ -1,0 +1,258 @@
+//! The local host: the same handlers as the Lambda functions, on one
+//! machine.
+//!
+//! - Serves the HTTP routes of API Gateway on `JITVM_LISTEN` (default
+//!   `127.0.0.1:8080`) plus `GET /healthz`. Callers authenticate with
+//!   `Authorization: Bearer <token>`; `JITVM_LOCAL_TOKENS="alice=tok1,bob=tok2"`
+//!   maps tokens to the principals `local:alice`, `local:bob`.
+//! - Polls the request queue like Lambda's event source mapping: batches of
+//!   up to 10, long polling, partial batch failures retried.
+//! - Runs the expiry sweep every `JITVM_SWEEP_INTERVAL_SECS` (default 60).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use jiff::Timestamp;
+use jitvm_core::api::{ApiError, Caller, MAX_BODY_BYTES, json_response};
+use jitvm_core::aws::AwsStack;
+use jitvm_core::aws::sqs::SqsQueue;
+use jitvm_core::config::Settings;
+use jitvm_core::ports::AdapterError;
+use jitvm_core::{Principal, PrincipalError};
+use jitvm_expire::{ExpireApp, SweepSummary};
+use jitvm_grant::GrantApp;
+use jitvm_policy::PolicyApi;
+use jitvm_request::RequestApi;
+
+/// Bearer tokens and the principals they stand for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens(HashMap<String, Principal>);
+
+impl Tokens {
+    /// Parses `JITVM_LOCAL_TOKENS`: `name=token` pairs separated by commas;
+    /// `name` becomes the principal `local:<name>`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, token)) = pair.split_once('=') else {
+                return Err(format!("JITVM_LOCAL_TOKENS: {pair:?} is not name=token"));
+            };
+            let (name, token) = (name.trim(), token.trim());
+            if token.len() < 8 {
+                return Err(format!(
+                    "JITVM_LOCAL_TOKENS: the token of {name:?} is shorter than 8 characters"
+                ));
+            }
+            let principal = Principal::parse(&format!("local:{name}"))
+                .map_err(|e: PrincipalError| format!("JITVM_LOCAL_TOKENS: {name:?}: {e}"))?;
+            if map.insert(token.to_owned(), principal).is_some() {
+                return Err(format!(
+                    "JITVM_LOCAL_TOKENS: a token is given twice (for {name:?})"
+                ));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    fn principal(&self, token: &str) -> Option<&Principal> {
+        self.0.get(token)
+    }
+}
+
+/// The host's clock: the real one, or one a test sets.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Everything the host runs.
+pub struct Host {
+    pub settings: Settings,
+    pub aws: AwsStack,
+    pub queue: SqsQueue,
+    pub tokens: Tokens,
+    pub clock: Clock,
+}
+
+/// What one poll of the queue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub received: usize,
+    pub done: usize,
+    pub retried: usize,
+}
+
+impl Host {
+    /// Builds the host and creates the tables and the queue when missing.
+    pub async fn start(
+        settings: Settings,
+        aws: AwsStack,
+        tokens: Tokens,
+        clock: Clock,
+    ) -> Result<Self, AdapterError> {
+        aws.store.ensure_tables().await?;
+        let queue = SqsQueue::ensure(&aws.config, &settings.request_queue).await?;
+        Ok(Self {
+            settings,
+            aws,
+            queue,
+            tokens,
+            clock,
+        })
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// The HTTP routes: API Gateway's, plus `GET /healthz`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(serve_http).with_state(self)
+    }
+
+    /// Receives one batch (up to 10, waiting up to `wait_seconds`) and hands
+    /// it to the grant handler, as Lambda's event source mapping does:
+    /// finished messages are deleted, failed ones made visible again.
+    pub async fn poll_once(&self, wait_seconds: i32) -> Result<PollReport, AdapterError> {
+        let received = self.queue.receive(10, wait_seconds).await?;
+        if received.is_empty() {
+            return Ok(PollReport::default());
+        }
+        let mut event = SqsEvent::default();
+        for r in &received {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(r.message_id.clone());
+            m.receipt_handle = Some(r.receipt_handle.clone());
+            m.body = Some(r.body.clone());
+            m.attributes = r.attributes.clone();
+            m.event_source = Some("aws:sqs".into());
+            event.records.push(m);
+        }
+        let app = GrantApp {
+            policies: &self.aws.store,
+            requests: &self.aws.store,
+            firewall: &self.aws.firewall,
+        };
+        let response = jitvm_grant::handle_batch(&app, event, self.now()).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let mut done = Vec::new();
+        for r in &received {
+            if failed.contains(&r.message_id.as_str()) {
+                self.queue.release(&r.receipt_handle).await?;
+            } else {
+                done.push(r.receipt_handle.clone());
+            }
+        }
+        self.queue.delete_batch(&done).await?;
+        Ok(PollReport {
+            received: received.len(),
+            done: done.len(),
+            retried: failed.len(),
+        })
+    }
+
+    /// Runs the expiry sweep once, at `now`.
+    pub async fn sweep_once(&self, now: Timestamp) -> Result<SweepSummary, AdapterError> {
+        let app = ExpireApp {
+            firewall: &self.aws.firewall,
+            requests: &self.aws.store,
+        };
+        jitvm_expire::sweep(&app, now).await
+    }
+
+    /// Polls the queue forever (long polling, 20 s).
+    pub async fn run_poller(self: Arc<Self>) {
+        loop {
+            match self.poll_once(20).await {
+                Ok(r) if r.retried > 0 => tokio::time::sleep(Duration::from_secs(1)).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the request queue failed");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    }
+
+    /// Sweeps every `interval`, forever.
+    pub async fn run_sweeper(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.sweep_once(self.now()).await {
+                tracing::error!(error = %e, "sweep failed");
+            }
+        }
+    }
+}
+
+async fn serve_http(
+    State(host): State<Arc<Host>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    if path == "/healthz" {
+        return to_axum(json_response(200, &serde_json::json!({"status": "ok"})));
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return to_axum(
+                ApiError::new(
+                    413,
+                    "BodyTooLarge",
+                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+                .into_response(),
+            );
+        }
+    };
+    let caller = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| host.tokens.principal(t.trim()))
+        .map(|principal| Caller {
+            principal: principal.clone(),
+            address: Some(peer.ip()),
+        });
+    let request = http::Request::from_parts(parts, bytes);
+    let now = host.now();
+    let response = if path.starts_with("/v1/policies") || path == "/v1/vms" || path == "/v1/vms/" {
+        let api = PolicyApi {
+            firewall: &host.aws.firewall,
+            policies: &host.aws.store,
+            requests: &host.aws.store,
+            admins: &host.settings.admins,
+        };
+        jitvm_policy::handle(&api, caller, request, now).await
+    } else if path.starts_with("/v1/requests") {
+        let api = RequestApi {
+            policies: &host.aws.store,
+            requests: &host.aws.store,
+            queue: &host.queue,
+            firewall: &host.aws.firewall,
+            admins: &host.settings.admins,
+        };
+        jitvm_request::handle(&api, caller, request, now).await
+    } else {
+        jitvm_core::api::no_route(&path).into_response()
+    };
+    to_axum(response)
+}
+
+fn to_axum(response: http::Response<String>) -> Response {
+    response.into_response()
+}

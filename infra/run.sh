@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The local stack, with no AWS account: moto for EC2/SQS/DynamoDB on
+# loopback, a demo VPC and instance, and the local host running the same
+# handlers as the Lambda functions.
+#
+#   bash infra/run.sh          start it and print how to use it (Ctrl-C stops)
+#   bash infra/run.sh --demo   run a short scenario end to end, then stop
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+mode="${1:-serve}"
+
+moto_port="${JITVM_MOTO_PORT:-5050}"
+export JITVM_LISTEN="${JITVM_LISTEN:-127.0.0.1:8080}"
+export JITVM_LOCAL_TOKENS="${JITVM_LOCAL_TOKENS:-admin=admin-token-1,alice=alice-token-1,bob=bob-token-1}"
+export JITVM_ADMINS="${JITVM_ADMINS:-local:admin}"
+if [ "$mode" = "--demo" ]; then
+    export JITVM_SWEEP_INTERVAL_SECS="${JITVM_SWEEP_INTERVAL_SECS:-5}"
+fi
+export AWS_ENDPOINT_URL="http://127.0.0.1:${moto_port}"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export RUST_LOG="${RUST_LOG:-info}"
+
+echo "== installing moto into .venv"
+bash infra/setup.sh
+mkdir -p .jitvm
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+wait_for() { # url seconds
+    for _ in $(seq 1 $(( $2 * 10 ))); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answered at $1 within $2 s" >&2
+    return 1
+}
+
+echo "== starting moto on 127.0.0.1:${moto_port} (log: .jitvm/moto.log)"
+.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" > .jitvm/moto.log 2>&1 &
+pids+=($!)
+wait_for "${AWS_ENDPOINT_URL}/moto-api/" 60
+
+echo "== seeding a demo VPC and instance"
+vm="$(.venv/bin/python infra/seed.py)"
+echo "$vm" > .jitvm/demo-instance
+echo "   $vm"
+
+echo "== building the local host (the first build takes several minutes)"
+cargo build --quiet -p jitvm-local
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/jitvm-local"
+
+echo "== starting the local host on ${JITVM_LISTEN} (log: .jitvm/host.log)"
+"$bin" > .jitvm/host.log 2>&1 &
+pids+=($!)
+wait_for "http://${JITVM_LISTEN}/healthz" 60
+
+if [ "$mode" = "--demo" ]; then
+    .venv/bin/python infra/demo.py "$vm"
+    exit 0
+fi
+
+enc="$(.venv/bin/python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$vm")"
+cat <<INFO
+
+jitvm is running at http://${JITVM_LISTEN} (Ctrl-C stops everything).
+Tokens: admin-token-1 (local:admin, may write policies), alice-token-1, bob-token-1.
+
+1. Enable JIT on the demo instance (port 22 from 198.51.100.0/24, at most 1 hour):
+
+   curl -s -X PUT http://${JITVM_LISTEN}/v1/policies/${enc} \\
+     -H 'Authorization: Bearer admin-token-1' -H 'Content-Type: application/json' \\
+     -d '{"ports":[{"number":22,"protocol":"tcp","allowedSourceAddressPrefixes":["198.51.100.0/24"],"maxRequestAccessDuration":"PT1H"}],"requesters":["local:alice"]}'
+
+2. As alice, ask for port 22 from 198.51.100.7 for 2 minutes:
+
+   curl -s -X POST http://${JITVM_LISTEN}/v1/requests \\
+     -H 'Authorization: Bearer alice-token-1' -H 'Content-Type: application/json' \\
+     -d '{"virtualMachines":[{"id":"${vm}","ports":[{"number":22,"duration":"PT2M","allowedSourceAddressPrefix":"198.51.100.7"}]}],"justification":"trying jitvm"}'
+
+3. Watch it open and, after its end time, close (the sweep runs every ${JITVM_SWEEP_INTERVAL_SECS:-60} s):
+
+   curl -s http://${JITVM_LISTEN}/v1/requests/<id> -H 'Authorization: Bearer alice-token-1'
+   curl -s http://${JITVM_LISTEN}/v1/vms -H 'Authorization: Bearer alice-token-1'
+
+The moto endpoint is ${AWS_ENDPOINT_URL} (AWS CLI: --endpoint-url ${AWS_ENDPOINT_URL}).
+INFO
+wait "${pids[-1]}"

@@ -1,0 +1,223 @@
+//! Benchmarks of the AWS path against moto on this machine. Figures are
+//! printed, never asserted: run
+//!
+//!     cargo run --release -p jitvm-tests --bin jitvm-bench
+//!
+//! It measures:
+//! - request accepted (202) to rule present in EC2, p50/p99 over 50
+//!   requests, through the local host's HTTP API and queue poller, beside
+//!   the latency of one direct AuthorizeSecurityGroupIngress call;
+//! - EC2 API calls per grant opened and per sweep (an SDK interceptor counts
+//!   every call the adapter makes);
+//! - expiry overshoot (rule gone minus end time) with a short and the
+//!   default sweep interval.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use jitvm_tests::stack::{ADMIN, ALICE, Stack};
+use reqwest::Method;
+use serde_json::json;
+
+const SAMPLES: usize = 50;
+
+#[tokio::main]
+async fn main() {
+    let stack = Stack::start("us-east-1").await;
+    let vm = stack.instance(&[]).await;
+    let (status, policy) = stack
+        .call(
+            Method::PUT,
+            &Stack::policy_path(&vm.arn),
+            Some(ADMIN),
+            Some(
+                json!({"ports": [{"number": 22, "protocol": "tcp",
+                    "allowedSourceAddressPrefixes": ["198.51.0.0/16"], "maxRequestAccessDuration": "PT1H"}],
+                    "requesters": ["local:alice"]})
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{policy}");
+    let group = policy["firewall"].as_str().unwrap_or_default().to_owned();
+    println!("jitvm benchmark against moto ({} samples)", SAMPLES);
+
+    // 1. Accepted to rule present, with the host's poller running.
+    let poller = tokio::spawn(stack.host.clone().run_poller());
+    let mut latencies = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let body = json!({"virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT30M",
+            "allowedSourceAddressPrefix": format!("198.51.{}.{}", i / 250, i % 250 + 1)}]}]});
+        let (status, accepted) = stack
+            .call(
+                Method::POST,
+                "/v1/requests",
+                Some(ALICE),
+                Some(body.to_string()),
+            )
+            .await;
+        assert_eq!(status, 202, "{accepted}");
+        let t0 = Instant::now();
+        let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+        loop {
+            let rules = stack.ingress_rules_of_group(&group).await;
+            if rules
+                .iter()
+                .any(|r| r.tags().iter().any(|t| t.value() == Some(id.as_str())))
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "rule for {id} never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        latencies.push(t0.elapsed());
+    }
+    poller.abort();
+    report("accepted -> rule present", &mut latencies);
+
+    // 2. One direct AuthorizeSecurityGroupIngress call.
+    let mut direct = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let t0 = Instant::now();
+        stack
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(&group)
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(2222)
+                    .to_port(2222)
+                    .ip_ranges(
+                        aws_sdk_ec2::types::IpRange::builder()
+                            .cidr_ip(format!("203.0.{}.{}/32", i / 250, i % 250 + 1))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("direct authorize");
+        direct.push(t0.elapsed());
+    }
+    report("one direct AuthorizeSecurityGroupIngress", &mut direct);
+
+    // 3. EC2 calls per grant and per sweep.
+    stack.counter.reset();
+    let body = json!({"virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT30M",
+        "allowedSourceAddressPrefix": "198.51.200.1"}]}]});
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            "/v1/requests",
+            Some(ALICE),
+            Some(body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 202);
+    while stack
+        .host
+        .poll_once(1)
+        .await
+        .map(|r| r.received)
+        .unwrap_or(0)
+        > 0
+    {}
+    println!(
+        "EC2 calls per grant opened: {} {:?}",
+        stack.counter.total(),
+        stack.counter.snapshot()
+    );
+    stack.counter.reset();
+    let summary = stack
+        .host
+        .sweep_once(Timestamp::now())
+        .await
+        .expect("sweep");
+    println!(
+        "EC2 calls per sweep with nothing expired ({} rules examined): {} {:?}",
+        summary.examined,
+        stack.counter.total(),
+        stack.counter.snapshot()
+    );
+    stack.counter.reset();
+    let later = Timestamp::now() + SignedDuration::from_hours(2);
+    let summary = stack.host.sweep_once(later).await.expect("sweep");
+    println!(
+        "EC2 calls per sweep removing {} rules ({} expired, {} drift): {} {:?}",
+        summary.revoked,
+        summary.expired,
+        summary.drift,
+        stack.counter.total(),
+        stack.counter.snapshot()
+    );
+
+    // 4. Expiry overshoot with a short and the default interval.
+    for interval in [5u64, 60] {
+        let mut overshoot = Vec::new();
+        let sweeper =
+            tokio::spawn(Arc::clone(&stack.host).run_sweeper(Duration::from_secs(interval)));
+        let poller = tokio::spawn(stack.host.clone().run_poller());
+        let samples = if interval == 60 { 3 } else { 6 };
+        for i in 0..samples {
+            let body = json!({"virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT7S",
+                "allowedSourceAddressPrefix": format!("198.51.{}.{}", 210 + interval % 7, i + 1)}]}]});
+            let (status, accepted) = stack
+                .call(
+                    Method::POST,
+                    "/v1/requests",
+                    Some(ALICE),
+                    Some(body.to_string()),
+                )
+                .await;
+            assert_eq!(status, 202, "{accepted}");
+            let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+            let end: Timestamp = accepted["virtualMachines"][0]["ports"][0]["endTimeUtc"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("end time");
+            let mut seen = false;
+            loop {
+                let present = stack
+                    .ingress_rules_of_group(&group)
+                    .await
+                    .iter()
+                    .any(|r| r.tags().iter().any(|t| t.value() == Some(id.as_str())));
+                if present {
+                    seen = true;
+                } else if seen {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let gone = Timestamp::now();
+            let d = gone.duration_since(end);
+            overshoot.push(Duration::from_millis(d.as_millis().max(0) as u64));
+        }
+        sweeper.abort();
+        poller.abort();
+        report(
+            &format!("expiry overshoot, sweep every {interval} s"),
+            &mut overshoot,
+        );
+    }
+}
+
+fn report(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i.min(samples.len() - 1)]
+    };
+    println!(
+        "{what}: n={} p50={:.1} ms p99={:.1} ms max={:.1} ms",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+        samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+}

@@ -1,0 +1,938 @@
+//! End to end on AWS (moto): through the HTTP API, the request queue, the
+//! grant function and the sweep, exactly as the local host runs them.
+//! Each test has its own moto region, so no test sees another's rules.
+
+use jiff::{SignedDuration, Timestamp};
+use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Enables JIT on `vm` as the admin with `policy`; returns the stored policy.
+async fn enable(stack: &Stack, vm: &str, policy: Value) -> Value {
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            &Stack::policy_path(vm),
+            Some(ADMIN),
+            Some(policy.to_string()),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "enable: {status} {body}");
+    body
+}
+
+fn ssh_policy() -> Value {
+    json!({"ports": [{"number": 22, "protocol": "tcp",
+        "allowedSourceAddressPrefixes": ["198.51.100.0/24", "2001:db8::/32"],
+        "maxRequestAccessDuration": "PT3H"}],
+        "requesters": ["local:alice"]})
+}
+
+fn ask(vm: &str, port: Value) -> String {
+    json!({"virtualMachines": [{"id": vm, "ports": [port]}], "justification": "deploy fix"})
+        .to_string()
+}
+
+async fn request(stack: &Stack, token: &str, body: String) -> (u16, Value) {
+    stack
+        .call(Method::POST, "/v1/requests", Some(token), Some(body))
+        .await
+}
+
+async fn record(stack: &Stack, id: &str) -> Value {
+    let (status, body) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/requests/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn port0(record: &Value) -> &Value {
+    &record["virtualMachines"][0]["ports"][0]
+}
+
+/// Polls the queue until it is empty.
+async fn drain(stack: &Stack) {
+    for _ in 0..10 {
+        let report = stack.host.poll_once(1).await.expect("poll");
+        if report.received == 0 {
+            return;
+        }
+    }
+    panic!("the queue did not drain");
+}
+
+fn tags(
+    rule: &aws_sdk_ec2::types::SecurityGroupRule,
+) -> std::collections::BTreeMap<String, String> {
+    rule.tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_grant_opens_exactly_what_was_asked_and_closes_at_its_end_time() {
+    let stack = Stack::start("us-east-1").await;
+    let vm = stack.instance(&[]).await;
+    let policy = enable(&stack, &vm.arn, ssh_policy()).await;
+    assert_eq!(policy["version"], 1);
+    let group = policy["firewall"]
+        .as_str()
+        .expect("the dedicated group")
+        .to_owned();
+    assert_eq!(
+        stack
+            .group_id(&format!("jitvm-{}", vm.world.instance_id))
+            .await
+            .as_deref(),
+        Some(group.as_str())
+    );
+
+    let (status, accepted) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "Approved");
+    assert_eq!(accepted["requestor"], "local:alice");
+    assert_eq!(port0(&accepted)["status"], "Initiating");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let end: Timestamp = port0(&accepted)["endTimeUtc"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        stack.ingress_rules_of_group(&group).await.is_empty(),
+        "nothing opens before the grant function runs"
+    );
+
+    drain(&stack).await;
+    let opened = record(&stack, &id).await;
+    assert_eq!(port0(&opened)["status"], "Initiated", "{opened}");
+
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let rule = &rules[0];
+    assert_eq!(rule.ip_protocol(), Some("tcp"));
+    assert_eq!((rule.from_port(), rule.to_port()), (Some(22), Some(22)));
+    assert_eq!(rule.cidr_ipv4(), Some("198.51.100.7/32"));
+    let t = tags(rule);
+    assert_eq!(t["jitvm:request"], id);
+    assert_eq!(t["jitvm:expires"], jitvm_core::rule::rfc3339(end));
+    assert_eq!(t["jitvm:requester"], "local:alice");
+    let description = rule.description().unwrap_or_default();
+    assert!(
+        description.contains(&id) && description.contains("deploy fix"),
+        "{description}"
+    );
+
+    // Before the end time the sweep leaves it; after, it removes it.
+    let summary = stack
+        .host
+        .sweep_once(end - SignedDuration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!((summary.expired, summary.active), (0, 1));
+    assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
+    let summary = stack.host.sweep_once(end).await.unwrap();
+    assert_eq!(
+        (summary.expired, summary.revoked, summary.records_updated),
+        (1, 1, 1)
+    );
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+    let closed = record(&stack, &id).await;
+    assert_eq!(port0(&closed)["status"], "Revoked");
+    assert_eq!(port0(&closed)["statusReason"], "Expired");
+}
+
+#[tokio::test]
+async fn expiry_works_from_the_rules_alone_when_the_record_is_lost() {
+    let stack = Stack::start("us-east-2").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Another system puts a request straight on the queue; no record exists.
+    let end = Timestamp::now() + SignedDuration::from_mins(30);
+    let message = json!({"id": "ext-0001", "requestor": "local:alice",
+        "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "endTimeUtc": end.to_string(),
+            "allowedSourceAddressPrefix": "198.51.100.9"}]}]});
+    let outcome =
+        jitvm_grant::process(&grant_app(&stack), &message.to_string(), Timestamp::now()).await;
+    assert_eq!(outcome, jitvm_grant::Outcome::Done);
+    assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
+    // The record is lost: the rule is not forgotten.
+    aws_sdk_dynamodb::Client::new(&stack.host.aws.config)
+        .delete_item()
+        .table_name(&stack.host.settings.requests_table)
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("ext-0001".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let summary = stack
+        .host
+        .sweep_once(end + SignedDuration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(summary.expired, 1);
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+}
+
+fn grant_app(stack: &Stack) -> jitvm_grant::GrantApp<'_> {
+    jitvm_grant::GrantApp {
+        policies: &stack.host.aws.store,
+        requests: &stack.host.aws.store,
+        firewall: &stack.host.aws.firewall,
+    }
+}
+
+#[tokio::test]
+async fn early_revoke_closes_the_rule_and_says_user_requested() {
+    let stack = Stack::start("us-west-1").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, accepted) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "2001:db8::7"}),
+        ),
+    )
+    .await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    drain(&stack).await;
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].cidr_ipv6(), Some("2001:db8::7/128"));
+
+    // Bob is neither the requestor nor an admin.
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{id}/revoke"),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
+
+    let (status, revoked) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{id}/revoke"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(port0(&revoked)["status"], "Revoked");
+    assert_eq!(port0(&revoked)["statusReason"], "UserRequested");
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+    // Revoking again changes nothing and is not an error.
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{id}/revoke"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_revoke_before_the_grant_runs_means_it_never_opens() {
+    let stack = Stack::start("us-west-2").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, accepted) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{id}/revoke"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    drain(&stack).await;
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+    assert_eq!(port0(&record(&stack, &id).await)["status"], "Revoked");
+}
+
+#[tokio::test]
+async fn a_second_instance_sharing_a_group_gains_nothing() {
+    let stack = Stack::start("eu-west-1").await;
+    let first = stack.instance(&[]).await;
+    let shared = jitvm_tests::create_group(&stack.ec2, &first.world.vpc_id, "shared-app").await;
+    let a = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &first.world.vpc_id,
+            &first.world.subnet_id,
+            std::slice::from_ref(&shared),
+        )
+        .await,
+    );
+    let b = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &first.world.vpc_id,
+            &first.world.subnet_id,
+            std::slice::from_ref(&shared),
+        )
+        .await,
+    );
+    enable(&stack, &a.arn, ssh_policy()).await;
+    let (status, _) = request(
+        &stack,
+        ALICE,
+        ask(
+            &a.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202);
+    drain(&stack).await;
+
+    assert!(
+        stack.ingress_rules_of_group(&shared).await.is_empty(),
+        "the shared group is untouched"
+    );
+    let b_groups: Vec<String> = stack
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&b.world.eni_id)
+        .send()
+        .await
+        .unwrap()
+        .network_interfaces()
+        .iter()
+        .flat_map(|n| {
+            n.groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_owned))
+        })
+        .collect();
+    assert_eq!(
+        b_groups,
+        vec![shared.clone()],
+        "the other instance carries only its own groups"
+    );
+    // And B, having no policy, cannot be asked for.
+    let (status, body) = request(
+        &stack,
+        ALICE,
+        ask(
+            &b.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NoPolicy"))
+    );
+}
+
+#[tokio::test]
+async fn exposures_are_reported_closed_and_restored() {
+    let stack = Stack::start("eu-west-2").await;
+    let first = stack.instance(&[]).await;
+    let legacy = jitvm_tests::create_group(&stack.ec2, &first.world.vpc_id, "legacy-ssh").await;
+    stack
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&legacy)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(0)
+                .to_port(1024)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .description("old admin access")
+                        .build(),
+                )
+                .build(),
+        )
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(443)
+                .to_port(443)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let vm = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &first.world.vpc_id,
+            &first.world.subnet_id,
+            std::slice::from_ref(&legacy),
+        )
+        .await,
+    );
+
+    // Reported only.
+    let policy = enable(&stack, &vm.arn, ssh_policy()).await;
+    let exposures = policy["exposures"].as_array().unwrap();
+    assert_eq!(exposures.len(), 1, "{policy}");
+    assert_eq!(exposures[0]["port"], 22);
+    assert_eq!(exposures[0]["firewall"], legacy.as_str());
+    assert_eq!(exposures[0]["closed"], false);
+    assert_eq!(stack.ingress_rules_of_group(&legacy).await.len(), 2);
+
+    // Closed on request, and kept in the policy record.
+    let mut close = ssh_policy();
+    close["closeStandingAccess"] = json!(true);
+    let (status, policy) = stack
+        .call(
+            Method::PUT,
+            &Stack::policy_path(&vm.arn),
+            Some(ADMIN),
+            Some(close.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["version"], 2);
+    assert_eq!(policy["exposures"][0]["closed"], true);
+    let left = stack.ingress_rules_of_group(&legacy).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].from_port(), Some(443));
+
+    // Restored when JIT is disabled.
+    let (status, _) = stack
+        .call(
+            Method::DELETE,
+            &Stack::policy_path(&vm.arn),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let restored = stack.ingress_rules_of_group(&legacy).await;
+    assert_eq!(restored.len(), 2, "{restored:?}");
+    assert!(restored.iter().any(|r| r.from_port() == Some(0)
+        && r.to_port() == Some(1024)
+        && r.cidr_ipv4() == Some("0.0.0.0/0")));
+    assert_eq!(
+        stack
+            .group_id(&format!("jitvm-{}", vm.world.instance_id))
+            .await,
+        None
+    );
+    let (status, _) = stack
+        .call(Method::GET, &Stack::policy_path(&vm.arn), Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_same_request_delivered_twice_makes_one_rule() {
+    let stack = Stack::start("eu-central-1").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let end = Timestamp::now() + SignedDuration::from_mins(30);
+    let message = json!({"id": "dup-0001", "requestor": "local:alice",
+        "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "endTimeUtc": end.to_string(),
+            "allowedSourceAddressPrefix": "198.51.100.7"}]}]})
+    .to_string();
+    let app = grant_app(&stack);
+    assert_eq!(
+        jitvm_grant::process(&app, &message, Timestamp::now()).await,
+        jitvm_grant::Outcome::Done
+    );
+    assert_eq!(
+        jitvm_grant::process(&app, &message, Timestamp::now()).await,
+        jitvm_grant::Outcome::Done
+    );
+    assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
+    // Even when the record was lost in between, the rule is recognised as this request's.
+    let raw: jitvm_core::RequestMessage = serde_json::from_str(&message).unwrap();
+    let (req, who) = raw.parse().unwrap();
+    let grants = match jitvm_core::evaluate(
+        Some(
+            &jitvm_core::Policy::parse(
+                req.vm().clone(),
+                &jitvm_core::PolicyDocument::from_value(ssh_policy()).unwrap(),
+            )
+            .unwrap(),
+        ),
+        &req,
+        &who,
+        None,
+        Timestamp::now(),
+    ) {
+        jitvm_core::Decision::Approved { grants } => grants,
+        d => panic!("{d:?}"),
+    };
+    let opened = jitvm_core::ports::Firewall::open(&stack.host.aws.firewall, &grants[0], None)
+        .await
+        .unwrap();
+    assert!(opened.already_open);
+    assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_poisoned_message_does_not_block_the_ones_behind_it() {
+    let stack = Stack::start("ap-southeast-1").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = stack.host.queue.url().to_owned();
+    let send = |body: String, dedup: &'static str| {
+        let sqs = stack.sqs.clone();
+        let url = url.clone();
+        let group_id = vm.arn.clone();
+        async move {
+            sqs.send_message()
+                .queue_url(url)
+                .message_body(body)
+                .message_group_id(group_id)
+                .message_deduplication_id(dedup)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    send("this is not json".into(), "p1").await;
+    send(json!({"id": "bad-vm", "requestor": "local:alice", "virtualMachines": [{"id": "i-123", "ports": [{"number": 22}]}]}).to_string(), "p2").await;
+    send(json!({"id": "no-src", "requestor": "local:alice", "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT5M"}]}]}).to_string(), "p3").await;
+    let (status, accepted) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202);
+    drain(&stack).await;
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 1, "only the good request opened: {rules:?}");
+    assert_eq!(
+        tags(&rules[0])["jitvm:request"],
+        accepted["id"].as_str().unwrap()
+    );
+    let left = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(
+            aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        )
+        .send()
+        .await
+        .unwrap();
+    let attrs = left.attributes().cloned().unwrap_or_default();
+    let count = |n| attrs.get(&n).map(String::as_str).unwrap_or("0").to_owned();
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+        "0"
+    );
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_answers_its_status_and_opens_nothing() {
+    let stack = Stack::start("ap-northeast-1").await;
+    let vm = stack.instance(&[]).await;
+    let mut policy = ssh_policy();
+    policy["ports"].as_array_mut().unwrap().push(json!({"number": 3389, "allowedSourceAddressPrefix": "*", "maxRequestAccessDuration": "PT1H"}));
+    let group = enable(&stack, &vm.arn, policy).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = "arn:aws:ec2:ap-northeast-1:123456789012:instance/i-0123456789abcdef0";
+    let past = (Timestamp::now() - SignedDuration::from_mins(1)).to_string();
+    let far = (Timestamp::now() + SignedDuration::from_hours(4)).to_string();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            ALICE,
+            ask(
+                other,
+                json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+            ),
+            404,
+            "NoPolicy",
+        ),
+        (
+            BOB,
+            ask(
+                &vm.arn,
+                json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+            ),
+            403,
+            "NotRequester",
+        ),
+        (
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": 5985, "allowedSourceAddressPrefix": "198.51.100.7"}),
+            ),
+            403,
+            "PortNotInPolicy",
+        ),
+        (
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": 22, "allowedSourceAddressPrefix": "203.0.113.7"}),
+            ),
+            403,
+            "SourceNotAllowed",
+        ),
+        // The caller's own address (loopback) is not inside the allowed prefixes either.
+        (
+            ALICE,
+            ask(&vm.arn, json!({"number": 22})),
+            403,
+            "SourceNotAllowed",
+        ),
+        (
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": 22, "allowedSourceAddressPrefix": "0.0.0.0/0"}),
+            ),
+            403,
+            "AnySourceNotAllowed",
+        ),
+        (
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": 3389, "duration": "PT2H", "allowedSourceAddressPrefix": "*"}),
+            ),
+            403,
+            "DurationExceedsMaximum",
+        ),
+        (
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": 22, "endTimeUtc": past, "allowedSourceAddressPrefix": "198.51.100.7"}),
+            ),
+            400,
+            "EndTimeNotInFuture",
+        ),
+        (
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": 22, "endTimeUtc": far, "allowedSourceAddressPrefix": "198.51.100.7"}),
+            ),
+            403,
+            "EndTimeBeyondMaximum",
+        ),
+    ];
+    for (token, body, status, code) in cases {
+        let (got, answer) = request(&stack, token, body.clone()).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            !answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+        );
+    }
+    // A queue message must name its source.
+    let message = json!({"id": "queue-no-source", "requestor": "local:alice",
+        "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT10M"}]}]});
+    assert_eq!(
+        jitvm_grant::process(&grant_app(&stack), &message.to_string(), Timestamp::now()).await,
+        jitvm_grant::Outcome::Done
+    );
+    drain(&stack).await;
+    assert!(
+        stack.ingress_rules_of_group(&group).await.is_empty(),
+        "no refusal opened anything"
+    );
+}
+
+#[tokio::test]
+async fn authentication_admins_and_bad_bodies() {
+    let stack = Stack::start("ca-central-1").await;
+    let vm = stack.instance(&[]).await;
+    let path = Stack::policy_path(&vm.arn);
+    let body = ssh_policy().to_string();
+    for (method, p) in [
+        (Method::PUT, path.as_str()),
+        (Method::GET, "/v1/vms"),
+        (Method::POST, "/v1/requests"),
+        (Method::GET, "/v1/requests/abc"),
+    ] {
+        let (status, answer) = stack
+            .call(method.clone(), p, None, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (401, Some("Unauthenticated")),
+            "{method} {p}"
+        );
+        let (status, _) = stack
+            .call(method, p, Some("not-a-token-at-all"), Some(body.clone()))
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, answer) = stack
+        .call(Method::PUT, &path, Some(ALICE), Some(body.clone()))
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (403, Some("Forbidden"))
+    );
+    assert!(
+        stack
+            .group_id(&format!("jitvm-{}", vm.world.instance_id))
+            .await
+            .is_none(),
+        "a refused write prepares nothing"
+    );
+
+    let bad: Vec<(String, u16, &str)> = vec![
+        ("{not json".into(), 400, "InvalidPolicyDocument"),
+        (
+            json!({"ports": [22], "aprovers": ["local:bob"]}).to_string(),
+            400,
+            "InvalidPolicyDocument",
+        ),
+        (
+            json!({"ports": [{"number": 22, "maxRequestAccessDuration": "PT48H"}]}).to_string(),
+            400,
+            "InvalidMaxRequestAccessDuration",
+        ),
+        ("".into(), 400, "EmptyBody"),
+        (
+            format!(
+                "{{\"ports\": [22], \"requesters\": [\"{}\"]}}",
+                "x".repeat(70 * 1024)
+            ),
+            413,
+            "BodyTooLarge",
+        ),
+    ];
+    for (body, status, code) in bad {
+        let (got, answer) = stack
+            .call(Method::PUT, &path, Some(ADMIN), Some(body))
+            .await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{answer}"
+        );
+    }
+    let (status, answer) = stack
+        .call(
+            Method::PUT,
+            "/v1/policies/not-a-vm",
+            Some(ADMIN),
+            Some(ssh_policy().to_string()),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("InvalidVmId"))
+    );
+    let missing =
+        Stack::policy_path("arn:aws:ec2:ca-central-1:123456789012:instance/i-0123456789abcdef0");
+    let (status, answer) = stack
+        .call(
+            Method::PUT,
+            &missing,
+            Some(ADMIN),
+            Some(ssh_policy().to_string()),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("VmNotFound")),
+        "{answer}"
+    );
+    let (status, answer) = request(&stack, ALICE, "[]".into()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("InvalidRequest"))
+    );
+    let (status, answer) = stack
+        .call(Method::GET, "/v1/nowhere", Some(ALICE), None)
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("NoRoute"))
+    );
+    let (status, _) = stack.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn policy_writes_are_versioned() {
+    let stack = Stack::start("sa-east-1").await;
+    let vm = stack.instance(&[]).await;
+    let path = Stack::policy_path(&vm.arn);
+    enable(&stack, &vm.arn, ssh_policy()).await;
+    let second = stack
+        .http
+        .put(format!("{}{path}", stack.base))
+        .bearer_auth(ADMIN)
+        .header("If-Match", "\"1\"")
+        .body(ssh_policy().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 200);
+    // An admin who read version 1 cannot overwrite version 2.
+    let stale = stack
+        .http
+        .put(format!("{}{path}", stack.base))
+        .bearer_auth(ADMIN)
+        .header("If-Match", "1")
+        .body(json!({"ports": [3389]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 412);
+    let (_, policy) = stack.call(Method::GET, &path, Some(ALICE), None).await;
+    assert_eq!(policy["version"], 2);
+    assert_eq!(policy["ports"][0]["number"], 22);
+}
+
+#[tokio::test]
+async fn vms_are_classified() {
+    let stack = Stack::start("ap-south-1").await;
+    let configured = stack.instance(&[]).await;
+    let plain = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &configured.world.vpc_id,
+            &configured.world.subnet_id,
+            &[jitvm_tests::create_group(&stack.ec2, &configured.world.vpc_id, "plain").await],
+        )
+        .await,
+    );
+    let mut five = Vec::new();
+    for i in 0..5 {
+        five.push(
+            jitvm_tests::create_group(&stack.ec2, &configured.world.vpc_id, &format!("g{i}")).await,
+        );
+    }
+    let full = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &configured.world.vpc_id,
+            &configured.world.subnet_id,
+            &five,
+        )
+        .await,
+    );
+    enable(&stack, &configured.arn, ssh_policy()).await;
+    let (_, accepted) = request(
+        &stack,
+        ALICE,
+        ask(
+            &configured.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    drain(&stack).await;
+
+    let (status, list) = stack.call(Method::GET, "/v1/vms", Some(ALICE), None).await;
+    assert_eq!(status, 200);
+    let find = |arn: &str| {
+        list["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == arn)
+            .cloned()
+            .unwrap_or_else(|| panic!("{arn} missing: {list}"))
+    };
+    let c = find(&configured.arn);
+    assert_eq!(c["status"], "Configured");
+    assert_eq!(c["approvedRequestsLast7Days"], 1);
+    assert_eq!(c["lastUser"], "local:alice");
+    assert_eq!(c["openGrants"][0]["requestId"], accepted["id"]);
+    assert_eq!(find(&plain.arn)["status"], "NotConfigured");
+    let f = find(&full.arn);
+    assert_eq!(f["status"], "Unsupported");
+    assert!(
+        f["reason"].as_str().unwrap().contains("5 security groups"),
+        "{f}"
+    );
+    let (status, answer) = stack
+        .call(
+            Method::PUT,
+            &Stack::policy_path(&full.arn),
+            Some(ADMIN),
+            Some(ssh_policy().to_string()),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("VmUnsupported"))
+    );
+}
