@@ -560,6 +560,41 @@ async fn open_without_enable_is_refused() {
 }
 
 #[tokio::test]
+async fn a_full_group_fails_the_grant_with_the_quota_to_raise() {
+    let env = env().await;
+    let world = ec2_world(&env.ec2, &[]).await;
+    let vm = vm_of(&world);
+    let policy = policy(&vm, p22());
+    let jit = env.fw.enable(&policy, &[]).await.unwrap().firewall;
+    // EC2 (and moto) allow 60 inbound rules per group by default.
+    let mut opened = 0;
+    let err = loop {
+        assert!(opened <= 60, "more than 60 rules were accepted");
+        let (grant, request) = one_grant(
+            &policy,
+            &format!("req-full-{opened}"),
+            json!({"number": 22, "allowedSourceAddressPrefix": format!("198.51.100.{}", opened + 1)}),
+        );
+        match env.fw.open(&grant, request.justification()).await {
+            Ok(_) => opened += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(opened, 60);
+    assert_eq!(code(&err), "RulesPerSecurityGroupLimitExceeded");
+    let message = err.to_string();
+    assert!(
+        message.contains(&jit) && message.contains("quota"),
+        "{message}"
+    );
+    assert_eq!(
+        ingress(&env.ec2, &jit).await.len(),
+        60,
+        "the refused grant left nothing behind"
+    );
+}
+
+#[tokio::test]
 async fn a_grant_never_opens_another_instance_sharing_a_group() {
     let env = env().await;
     let probe = ec2_world(&env.ec2, &[]).await;

@@ -78,15 +78,32 @@ async fn main() {
     }
     poller.abort();
     report("accepted -> rule present", &mut latencies);
+    // A security group holds at most 60 inbound rules: clear the grants,
+    // counting what a sweep of many expired rules costs.
+    stack.counter.reset();
+    let summary = stack
+        .host
+        .sweep_once(Timestamp::now() + SignedDuration::from_hours(2))
+        .await
+        .expect("sweep");
+    println!(
+        "EC2 calls per sweep removing {} rules ({} expired): {} {:?}",
+        summary.revoked,
+        summary.expired,
+        stack.counter.total(),
+        stack.counter.snapshot()
+    );
 
-    // 2. One direct AuthorizeSecurityGroupIngress call.
+    // 2. One direct AuthorizeSecurityGroupIngress call, on a group of its own.
+    let direct_group =
+        jitvm_tests::create_group(&stack.ec2, &vm.world.vpc_id, "bench-direct").await;
     let mut direct = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {
         let t0 = Instant::now();
         stack
             .ec2
             .authorize_security_group_ingress()
-            .group_id(&group)
+            .group_id(&direct_group)
             .ip_permissions(
                 aws_sdk_ec2::types::IpPermission::builder()
                     .ip_protocol("tcp")
