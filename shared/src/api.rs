@@ -108,9 +108,14 @@ impl From<AdapterError> for ApiError {
             AdapterError::NotFound(m) => Self::new(404, "NotFound", m),
             AdapterError::Conflict(m) => Self::new(409, "Conflict", m),
             AdapterError::Permanent { code, message } => {
+                // Codes jitvm raises itself are the caller's to act on; any
+                // other is the cloud refusing, which the caller cannot fix.
                 let status = match code.as_str() {
-                    "Unsupported" => 422,
-                    "JitNotEnabled" | "DuplicateGrant" => 409,
+                    "Unsupported" | "UnsupportedCloud" | "CloudNotConfigured"
+                    | "RegionNotSwept" | "NoDefaultGroup" => 422,
+                    "JitNotEnabled" | "DuplicateGrant" | "JitGroupConflict" | "JitGroupShared" => {
+                        409
+                    }
                     _ => 502,
                 };
                 Self::new(status, code, message)

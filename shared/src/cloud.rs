@@ -92,9 +92,21 @@ impl Firewall for Clouds {
     }
 
     async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
+        // One cloud being down must not stop the other's sweep.
         let mut out = Vec::new();
+        let mut failures = Vec::new();
+        let clouds = self.all().count();
         for f in self.all() {
-            out.extend(f.rules().await?);
+            match f.rules().await {
+                Ok(rules) => out.extend(rules),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list the rules of one cloud; sweeping the others");
+                    failures.push(e);
+                }
+            }
+        }
+        if clouds > 0 && failures.len() == clouds {
+            return Err(failures.remove(0));
         }
         Ok(out)
     }

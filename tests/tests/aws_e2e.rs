@@ -900,7 +900,7 @@ async fn vms_are_classified() {
     .await;
     drain(&stack).await;
 
-    let (status, list) = stack.call(Method::GET, "/v1/vms", Some(ALICE), None).await;
+    let (status, list) = stack.call(Method::GET, "/v1/vms", Some(ADMIN), None).await;
     assert_eq!(status, 200);
     let find = |arn: &str| {
         list["value"]
@@ -917,6 +917,18 @@ async fn vms_are_classified() {
     assert_eq!(c["lastUser"], "local:alice");
     assert_eq!(c["openGrants"][0]["requestId"], accepted["id"]);
     assert_eq!(find(&plain.arn)["status"], "NotConfigured");
+    // Others see how many grants are open, not whose.
+    let (_, for_alice) = stack.call(Method::GET, "/v1/vms", Some(ALICE), None).await;
+    let mine = for_alice["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == configured.arn.as_str())
+        .unwrap();
+    assert_eq!(
+        (mine["openGrantCount"].as_u64(), mine.get("openGrants")),
+        (Some(1), None)
+    );
     let f = find(&full.arn);
     assert_eq!(f["status"], "Unsupported");
     assert!(
@@ -935,4 +947,146 @@ async fn vms_are_classified() {
         (status, answer["error"]["code"].as_str()),
         (422, Some("VmUnsupported"))
     );
+}
+
+#[tokio::test]
+async fn a_region_the_sweep_does_not_cover_is_refused() {
+    let stack = Stack::start("ap-northeast-2").await;
+    // An instance in a region outside JITVM_REGIONS: its grants would never expire.
+    let elsewhere = aws_sdk_ec2::Client::new(
+        &jitvm_tests::Moto::shared()
+            .config_in("ap-northeast-3")
+            .await,
+    );
+    let world = jitvm_tests::ec2_world(&elsewhere, &[]).await;
+    let arn = format!(
+        "arn:aws:ec2:ap-northeast-3:123456789012:instance/{}",
+        world.instance_id
+    );
+    let (status, answer) = stack
+        .call(
+            Method::PUT,
+            &Stack::policy_path(&arn),
+            Some(ADMIN),
+            Some(ssh_policy().to_string()),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("VmUnsupported")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JITVM_REGIONS")
+    );
+}
+
+#[tokio::test]
+async fn a_copied_group_or_a_spoofed_rule_never_widens_access() {
+    let stack = Stack::start("eu-west-3").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Someone copies jitvm's group onto another instance (a launch template would).
+    let other = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &vm.world.vpc_id,
+            &vm.world.subnet_id,
+            &[jitvm_tests::create_group(&stack.ec2, &vm.world.vpc_id, "other").await],
+        )
+        .await,
+    );
+    let other_groups: Vec<String> = stack
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&other.world.eni_id)
+        .send()
+        .await
+        .unwrap()
+        .network_interfaces()[0]
+        .groups()
+        .iter()
+        .filter_map(|g| g.group_id().map(str::to_owned))
+        .chain([group.clone()])
+        .collect();
+    stack
+        .ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(&other.world.eni_id)
+        .set_groups(Some(other_groups))
+        .send()
+        .await
+        .unwrap();
+    let (_, accepted) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    drain(&stack).await;
+    assert!(
+        stack.ingress_rules_of_group(&group).await.is_empty(),
+        "nothing opens while another instance carries the group"
+    );
+    let failed = record(&stack, accepted["id"].as_str().unwrap()).await;
+    assert_eq!(port0(&failed)["status"], "Failed");
+    assert!(
+        port0(&failed)["message"]
+            .as_str()
+            .unwrap()
+            .contains(&other.world.instance_id),
+        "{failed}"
+    );
+
+    // A hand-made rule dressed in jitvm's tags but wider than any grant is drift.
+    let end = jitvm_core::rule::rfc3339(Timestamp::now() + SignedDuration::from_hours(1));
+    stack
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(0)
+                .to_port(65535)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroupRule)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("jitvm:request")
+                        .value("fake-1")
+                        .build(),
+                )
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("jitvm:expires")
+                        .value(end)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let summary = stack.host.sweep_once(Timestamp::now()).await.unwrap();
+    assert_eq!((summary.drift, summary.revoked), (1, 1));
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
 }

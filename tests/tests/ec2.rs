@@ -401,11 +401,14 @@ async fn open_makes_exactly_the_rule_on_the_jit_group_only() {
     env.counter.reset();
     let opened = env.fw.open(&grant, request.justification()).await.unwrap();
     assert!(!opened.already_open);
-    // One DescribeSecurityGroups to find the group, one Authorize.
+    // One DescribeSecurityGroups to find the group, one
+    // DescribeNetworkInterfaces to check that only this instance carries
+    // it, one Authorize.
     assert_eq!(
         env.counter.snapshot(),
         [
             ("AuthorizeSecurityGroupIngress".to_owned(), 1),
+            ("DescribeNetworkInterfaces".to_owned(), 1),
             ("DescribeSecurityGroups".to_owned(), 1)
         ]
         .into_iter()
@@ -1015,7 +1018,7 @@ async fn disable_deletes_the_group_and_returns_the_grants_it_closed() {
 }
 
 #[tokio::test]
-async fn a_vm_in_an_unlisted_region_gets_its_own_client() {
+async fn a_vm_in_a_region_the_sweep_does_not_cover_is_refused() {
     let env = env().await;
     assert_eq!(env.fw.regions(), ["us-east-1".to_owned()]);
     let cfg = Moto::shared().config_in("eu-west-1").await;
@@ -1026,18 +1029,29 @@ async fn a_vm_in_an_unlisted_region_gets_its_own_client() {
         world.instance_id
     );
     let vm = VmId::parse(&arn).unwrap();
-    assert_eq!(env.fw.inspect(&vm).await.unwrap().unsupported, None);
+    // The instance is found (its region gets a client of its own), but a
+    // grant there would never be swept, so it is not supported.
+    let reason = env.fw.inspect(&vm).await.unwrap().unsupported.unwrap();
+    assert!(
+        reason.contains("eu-west-1") && reason.contains("JITVM_REGIONS"),
+        "{reason}"
+    );
     let policy = policy(&vm, p22());
-    let jit = env.fw.enable(&policy, &[]).await.unwrap().firewall;
+    assert_eq!(
+        code(&env.fw.enable(&policy, &[]).await.unwrap_err()),
+        "Unsupported"
+    );
     let (grant, request) = one_grant(
         &policy,
         "req-eu",
         json!({"number": 22, "allowedSourceAddressPrefix": "203.0.113.7"}),
     );
-    let opened = env.fw.open(&grant, request.justification()).await.unwrap();
-    assert_eq!(opened.rules[0].scope, "eu-west-1");
-    assert_eq!(opened.rules[0].firewall, jit);
-    assert_eq!(ingress(&ec2, &jit).await.len(), 1);
+    let err = env
+        .fw
+        .open(&grant, request.justification())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "RegionNotSwept");
     // The same instance id in us-east-1 does not exist.
     let elsewhere = VmId::parse(&arn.replace("eu-west-1", "us-east-1")).unwrap();
     assert!(matches!(

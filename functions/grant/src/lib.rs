@@ -177,7 +177,19 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
             {
                 grants
             }
-            Some(_) => return Outcome::Done,
+            Some(_) => {
+                Audit {
+                    event: "grant.waiting",
+                    request_id: Some(id.as_str()),
+                    vm: Some(&request.vm().to_string()),
+                    requestor: Some(requestor.as_str()),
+                    status: Some("PendingApproval"),
+                    message: Some("the policy needs an approver's approval before this opens"),
+                    ..Audit::default()
+                }
+                .emit();
+                return Outcome::Done;
+            }
             None => {
                 let record =
                     RequestRecord::accepted(&request, &requestor, &grants, &approvers, now);
@@ -217,19 +229,50 @@ async fn open_all(
     let id = record.id().clone();
     let mut results: Vec<(Grant, Result<Opened, String>)> = Vec::new();
     let mut retry_reason = None;
+    let mut finished = Vec::new();
     for grant in grants {
-        match record.port(grant.port()) {
-            Some(p) if p.status == PortStatus::Initiating => {}
-            Some(_) => continue,
-            None => {
-                tracing::warn!(request_id = %id, port = grant.port().get(), "port not in the record; skipped");
-                continue;
-            }
+        let Some(port) = record.port(grant.port()) else {
+            tracing::warn!(request_id = %id, port = grant.port().get(), "port not in the record; skipped");
+            continue;
+        };
+        if port.status.is_final() {
+            finished.push(grant.port());
+            continue;
+        }
+        if port.status != PortStatus::Initiating {
+            continue;
+        }
+        // Open what was recorded, never more: a message naming another
+        // source or a later end than the record is not trusted.
+        if port.allowed_source_address_prefix != grant.source()
+            || port.protocol != grant.protocol()
+            || grant.end() > port.end_time_utc
+        {
+            reject(
+                Some(id.as_str()),
+                &format!(
+                    "port {}: the message asks for {} until {}, but the record says {} until {}",
+                    grant.port(),
+                    grant.source(),
+                    rfc3339(grant.end()),
+                    port.allowed_source_address_prefix,
+                    rfc3339(port.end_time_utc)
+                ),
+            );
+            continue;
         }
         match app.firewall.open(grant, justification).await {
             Ok(opened) => results.push((grant.clone(), Ok(opened))),
             Err(e) if e.is_retryable() => retry_reason = Some(e.to_string()),
             Err(e) => results.push((grant.clone(), Err(e.to_string()))),
+        }
+    }
+    if !finished.is_empty() {
+        // A port revoked (or failed) while its rule was being opened: if an
+        // earlier attempt opened the rule and then could not record it, the
+        // rule is closed here rather than left to its end time.
+        if let Err(e) = close_rules(app, record, &finished).await {
+            return retry(e);
         }
     }
     if results.is_empty() {
@@ -309,6 +352,43 @@ async fn open_all(
         .emit();
     }
     retry_reason.map_or(Outcome::Done, Outcome::Retry)
+}
+
+/// Removes any rule of `record`'s request on `ports`.
+async fn close_rules(
+    app: &GrantApp<'_>,
+    record: &RequestRecord,
+    ports: &[jitvm_core::Port],
+) -> Result<(), AdapterError> {
+    let keys: Vec<RuleKey> = app
+        .firewall
+        .rules_of(record.vm())
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.decoded
+                .as_ref()
+                .is_ok_and(|m| &m.request_id == record.id())
+        })
+        .filter(|r| r.port.is_none_or(|p| ports.contains(&p)))
+        .map(|r| r.key)
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let removed = app.firewall.revoke(&keys).await?;
+    Audit {
+        event: "grant.closed",
+        request_id: Some(record.id().as_str()),
+        vm: Some(&record.vm().to_string()),
+        status: Some("Revoked"),
+        message: Some(&format!(
+            "{removed} rules of a port already closed in the record were removed"
+        )),
+        ..Audit::default()
+    }
+    .emit();
+    Ok(())
 }
 
 /// Marks the record's `Initiating` ports `Failed` for `reason`, if there is

@@ -68,7 +68,7 @@ async fn route(
             }
         }
         ["v1", "vms"] => match *request.method() {
-            Method::GET => list_vms(api, now).await,
+            Method::GET => list_vms(api, &caller, now).await,
             _ => Err(method_not_allowed("GET")),
         },
         _ => Err(no_route(request.uri().path())),
@@ -276,7 +276,11 @@ async fn delete_policy(
     Ok(no_content())
 }
 
-async fn list_vms(api: &PolicyApi<'_>, now: Timestamp) -> Result<Response<String>, ApiError> {
+async fn list_vms(
+    api: &PolicyApi<'_>,
+    caller: &Caller,
+    now: Timestamp,
+) -> Result<Response<String>, ApiError> {
     let facts = api.firewall.list_vms().await?;
     let policies = api.policies.list_policies().await?;
     let mut by_vm: BTreeMap<VmId, (Option<_>, Option<_>)> = BTreeMap::new();
@@ -330,7 +334,15 @@ async fn list_vms(api: &PolicyApi<'_>, now: Timestamp) -> Result<Response<String
                 item["approvedRequestsLast7Days"] = json!(approved);
                 item["lastAccess"] = json!(last.map(|r| r.start_time_utc()));
                 item["lastUser"] = json!(last.map(|r| r.requestor()));
-                item["openGrants"] = json!(open);
+                // Who holds which port from where is for admins and the
+                // VM's approvers; others see how many are open.
+                if caller.is_admin(api.admins)
+                    || entry.policy.approvers().contains(&caller.principal)
+                {
+                    item["openGrants"] = json!(open);
+                } else {
+                    item["openGrantCount"] = json!(open.len());
+                }
             }
             (None, Some(reason)) => {
                 item["status"] = json!("Unsupported");

@@ -164,6 +164,76 @@ impl Ec2Firewall {
         &self.regions
     }
 
+    /// Why `inst` cannot be protected by this deployment's sweep, if it
+    /// cannot: grants are only opened where the sweep will close them.
+    fn uncovered(&self, inst: &AwsInstance) -> Option<String> {
+        (!self.regions.iter().any(|r| r == inst.region())).then(|| {
+            format!(
+                "its region {} is not swept by this deployment (JITVM_REGIONS is {}); add it so that grants there expire",
+                inst.region(),
+                if self.regions.is_empty() { "empty".to_owned() } else { self.regions.join(",") }
+            )
+        })
+    }
+
+    /// Every rule on the jitvm groups of one region.
+    async fn rules_in(&self, region: &str) -> Result<Vec<FoundRule>, AdapterError> {
+        let client = self.client(region);
+        let groups = describe_groups(
+            &client,
+            vec![filter(&format!("tag:{TAG_MANAGED}"), ["true"])],
+        )
+        .await
+        .map_err(|e| sdk_error(&format!("listing jitvm security groups in {region}"), e))?;
+        let groups: Vec<(String, Option<VmId>)> = groups
+            .iter()
+            .filter(|g| tag(g.tags(), TAG_MANAGED) == Some("true"))
+            .filter_map(|g| {
+                let vm = tag(g.tags(), TAG_VM).and_then(|v| VmId::parse(v).ok());
+                g.group_id().map(|id| (id.to_owned(), vm))
+            })
+            .collect();
+        self.found_rules(&client, region, &groups).await
+    }
+
+    /// Refuses to open `group` when any interface other than the
+    /// instance's own carries it (a launch template or "launch more like
+    /// this" can copy it): a grant must open exactly one instance.
+    async fn check_exclusive(
+        &self,
+        client: &Client,
+        inst: &AwsInstance,
+        group: &str,
+    ) -> Result<(), AdapterError> {
+        let carriers = describe_interfaces(client, "group-id", &[group.to_owned()])
+            .await
+            .map_err(|e| sdk_error(&format!("listing the interfaces of {group}"), e))?;
+        let strangers: Vec<String> = carriers
+            .iter()
+            .filter(|n| n.attachment().and_then(|a| a.instance_id()) != Some(inst.instance_id()))
+            .map(|n| {
+                format!(
+                    "{} ({})",
+                    n.network_interface_id().unwrap_or("?"),
+                    n.attachment()
+                        .and_then(|a| a.instance_id())
+                        .unwrap_or("not attached")
+                )
+            })
+            .collect();
+        if strangers.is_empty() {
+            return Ok(());
+        }
+        Err(AdapterError::permanent(
+            "JitGroupShared",
+            format!(
+                "security group {group} is jitvm's for {} only, but {} also carry it, so a grant would open them too; remove it from them",
+                inst.instance_id(),
+                strangers.join(", ")
+            ),
+        ))
+    }
+
     /// The client of `region`, made on first use.
     fn client(&self, region: &str) -> Client {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
@@ -220,7 +290,8 @@ impl Ec2Firewall {
             None => None,
         };
         let eni = eni_id.map(|eni_id| Interface::of(&instance, &eni_id, eni.as_ref()));
-        let unsupported = support(&instance, eni.as_ref(), inst, self.max_groups);
+        let unsupported = support(&instance, eni.as_ref(), inst, self.max_groups)
+            .or_else(|| self.uncovered(inst));
         Ok(Resolved {
             vpc_id: instance.vpc_id().map(str::to_owned),
             name: name_tag(&instance),
@@ -255,7 +326,10 @@ impl Ec2Firewall {
                     tracing::warn!(group = g.group_id(), vm = %vm, "security group named for this instance is tagged for another VM; ignored");
                     false
                 }
-                None => true,
+                None => {
+                    tracing::warn!(group = g.group_id(), vm = %vm, "security group named for this instance has no jitvm:vm tag; ignored");
+                    false
+                }
             })
             .collect())
     }
@@ -960,6 +1034,12 @@ impl Firewall for Ec2Firewall {
         justification: Option<&Justification>,
     ) -> Result<Opened, AdapterError> {
         let inst = aws(grant.vm())?;
+        if let Some(reason) = self.uncovered(inst) {
+            return Err(AdapterError::permanent(
+                "RegionNotSwept",
+                format!("{}: {reason}", inst.instance_id()),
+            ));
+        }
         let client = self.client(inst.region());
         let region = inst.region();
         let group = self
@@ -968,6 +1048,7 @@ impl Firewall for Ec2Firewall {
             .into_iter()
             .find_map(|g| g.group_id().map(str::to_owned))
             .ok_or_else(|| not_enabled(inst))?;
+        self.check_exclusive(&client, inst, &group).await?;
         let description = rule::aws_rule_description(grant, justification);
         let wanted: Vec<(Protocol, IpNet)> = grant
             .protocol()
@@ -1086,24 +1167,21 @@ impl Firewall for Ec2Firewall {
     }
 
     async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
+        // One region failing (an opt-in region, a permission missing) must
+        // not stop the sweep of the others; it fails only if all do.
         let mut found = Vec::new();
+        let mut failures = Vec::new();
         for region in &self.regions {
-            let client = self.client(region);
-            let groups = describe_groups(
-                &client,
-                vec![filter(&format!("tag:{TAG_MANAGED}"), ["true"])],
-            )
-            .await
-            .map_err(|e| sdk_error(&format!("listing jitvm security groups in {region}"), e))?;
-            let groups: Vec<(String, Option<VmId>)> = groups
-                .iter()
-                .filter(|g| tag(g.tags(), TAG_MANAGED) == Some("true"))
-                .filter_map(|g| {
-                    let vm = tag(g.tags(), TAG_VM).and_then(|v| VmId::parse(v).ok());
-                    g.group_id().map(|id| (id.to_owned(), vm))
-                })
-                .collect();
-            found.extend(self.found_rules(&client, region, &groups).await?);
+            match self.rules_in(region).await {
+                Ok(rules) => found.extend(rules),
+                Err(e) => {
+                    tracing::error!(region = %region, error = %e, "cannot list jitvm rules in this region; sweeping the others");
+                    failures.push(e);
+                }
+            }
+        }
+        if !failures.is_empty() && failures.len() == self.regions.len() {
+            return Err(failures.remove(0));
         }
         Ok(found)
     }
@@ -1128,15 +1206,30 @@ impl Firewall for Ec2Firewall {
                 .or_default()
                 .insert(&key.rule);
         }
+        // One group failing must not keep the others' expired rules open:
+        // each group is tried, and the call fails only if every group did
+        // (the next sweep finds what is left, since it is still expired).
         let mut count = 0;
+        let groups = by_group.len();
+        let mut failures = Vec::new();
         for ((region, group), ids) in by_group {
             let client = self.client(region);
             let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-            let removed = self.revoke_in(&client, group, &ids).await?;
+            let removed = match self.revoke_in(&client, group, &ids).await {
+                Ok(removed) => removed,
+                Err(e) => {
+                    tracing::error!(region, group, error = %e, "cannot revoke rules of this group; carrying on with the others");
+                    failures.push(e);
+                    continue;
+                }
+            };
             if !removed.is_empty() {
                 tracing::info!(target: "audit", event = "grant_rules_revoked", region, group, count = removed.len(), rules = ?removed, "revoked {} rule(s) of {group}", removed.len());
             }
             count += removed.len();
+        }
+        if groups > 0 && failures.len() == groups {
+            return Err(failures.remove(0));
         }
         Ok(count)
     }
@@ -1355,7 +1448,18 @@ fn found_rule(region: &str, vm: Option<VmId>, r: &SecurityGroupRule) -> Option<F
         vm,
         port,
         source: rule_source(r),
-        decoded: rule::decode_aws_tags(tag_pairs(r.tags())),
+        // Tags can be written by anyone with EC2 rights: a rule is only a
+        // grant if it also has the shape jitvm gives grants.
+        decoded: match (port, r.cidr_ipv4().or(r.cidr_ipv6())) {
+            (Some(_), Some(_)) => rule::decode_aws_tags(tag_pairs(r.tags())),
+            _ => Err(rule::DecodeError::NotAGrant(format!(
+                "{} {}-{} from {}",
+                r.ip_protocol().unwrap_or("?"),
+                r.from_port().unwrap_or(-1),
+                r.to_port().unwrap_or(-1),
+                rule_source(r)
+            ))),
+        },
     })
 }
 

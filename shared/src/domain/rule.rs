@@ -66,6 +66,8 @@ pub enum DecodeError {
     BadTag { tag: &'static str, value: String },
     #[error("rule name {0:?} is not a jitvm grant name")]
     BadName(String),
+    #[error("the rule is not the shape of a grant (one TCP or UDP port from a CIDR block): {0}")]
+    NotAGrant(String),
 }
 
 /// The end time as tags and messages write it: RFC 3339 UTC, seconds.
