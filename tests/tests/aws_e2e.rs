@@ -1090,3 +1090,63 @@ async fn a_copied_group_or_a_spoofed_rule_never_widens_access() {
     assert_eq!((summary.drift, summary.revoked), (1, 1));
     assert!(stack.ingress_rules_of_group(&group).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_request_waits_for_another_approver() {
+    let stack = Stack::start("ap-southeast-2").await;
+    let vm = stack.instance(&[]).await;
+    let mut policy = ssh_policy();
+    policy["requesters"] = json!(["local:alice", "local:bob"]);
+    policy["approvers"] = json!(["local:bob", "local:alice"]);
+    let group = enable(&stack, &vm.arn, policy).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, pending) = request(&stack, ALICE, ask(&vm.arn, json!({"number": 22, "duration": "PT20M", "allowedSourceAddressPrefix": "198.51.100.7"}))).await;
+    assert_eq!(
+        (status, pending["status"].as_str()),
+        (202, Some("PendingApproval")),
+        "{pending}"
+    );
+    let id = pending["id"].as_str().unwrap().to_owned();
+    drain(&stack).await;
+    assert!(
+        stack.ingress_rules_of_group(&group).await.is_empty(),
+        "nothing opens before approval"
+    );
+
+    let approve = |token: &'static str| {
+        let path = format!("/v1/requests/{id}/approve");
+        let stack = &stack;
+        async move { stack.call(Method::POST, &path, Some(token), None).await }
+    };
+    // Alice is an approver, but not of her own request; the admin is not an approver.
+    assert_eq!(approve(ALICE).await.0, 403);
+    assert_eq!(approve(ADMIN).await.0, 403);
+    let (status, approved) = approve(BOB).await;
+    assert_eq!(
+        (status, approved["status"].as_str()),
+        (200, Some("Approved")),
+        "{approved}"
+    );
+    assert_eq!(approved["decidedBy"], "local:bob");
+    assert_eq!(approve(BOB).await.0, 409);
+
+    drain(&stack).await;
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].cidr_ipv4(), Some("198.51.100.7/32"));
+    let opened = record(&stack, &id).await;
+    assert_eq!(port0(&opened)["status"], "Initiated");
+    // The window starts at the approval: twenty minutes from then at most.
+    let end: Timestamp = port0(&opened)["endTimeUtc"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(end <= Timestamp::now() + SignedDuration::from_mins(20));
+    assert_eq!(
+        tags(&rules[0])["jitvm:expires"],
+        port0(&opened)["endTimeUtc"].as_str().unwrap()
+    );
+}

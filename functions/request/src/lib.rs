@@ -7,6 +7,9 @@
 //! - `GET /v1/requests/{id}`: the record (requestor, admins, approvers).
 //! - `GET /v1/requests?vm=<vm>[&since=<RFC 3339>][&limit=<n>]`: a VM's
 //!   requests, newest first; admins and approvers see all, others their own.
+//! - `POST /v1/requests/{id}/approve`: an approver of the VM's policy, never
+//!   the requestor, approves a `PendingApproval` request; it is checked
+//!   against the current policy again and its window starts now.
 //! - `POST /v1/requests/{id}/revoke`: closes the grant early
 //!   (`UserRequested`); the requestor or an admin.
 
@@ -70,6 +73,10 @@ async fn route(
             revoke(api, &caller, &parse_id(id)?, now).await
         }
         (["v1", "requests", _, "revoke"], _) => Err(method_not_allowed("POST")),
+        (["v1", "requests", id, "approve"], &Method::POST) => {
+            approve(api, &caller, &parse_id(id)?, now).await
+        }
+        (["v1", "requests", _, "approve"], _) => Err(method_not_allowed("POST")),
         _ => Err(no_route(request.uri().path())),
     }
 }
@@ -286,6 +293,126 @@ async fn revoke(
     }
     .emit();
     Ok(json_response(200, &record))
+}
+
+async fn approve(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    id: &RequestId,
+    now: Timestamp,
+) -> Result<Response<String>, ApiError> {
+    let Some(current) = api.requests.get_request(id).await? else {
+        return Err(ApiError::not_found(format!("no request {id}")));
+    };
+    let record = current.value;
+    let entry = api.policies.get_policy(record.vm()).await?;
+    let approvers = entry
+        .as_ref()
+        .map(|e| e.policy.approvers().to_vec())
+        .unwrap_or_default();
+    if !approvers.contains(&caller.principal) {
+        return Err(ApiError::forbidden(format!(
+            "{} is not an approver of this VM's policy",
+            caller.principal
+        )));
+    }
+    if record.requestor() == &caller.principal {
+        return Err(ApiError::forbidden(
+            "a requestor cannot approve their own request; another approver must",
+        ));
+    }
+    if record.status() != RequestStatus::PendingApproval {
+        return Err(ApiError::new(
+            409,
+            "NotPending",
+            format!("request {id} is {:?}, not PendingApproval", record.status()),
+        ));
+    }
+    // The same ports, sources and durations, checked against the policy as
+    // it is now, with the window starting at the approval.
+    let request = AccessRequest::parse(id.clone(), &pending_body(&record))?;
+    let decision = evaluate(
+        entry.as_ref().map(|e| &e.policy),
+        &request,
+        record.requestor(),
+        None,
+        now,
+    );
+    let grants = match decision {
+        Decision::PendingApproval { grants, .. } | Decision::Approved { grants } => grants,
+        Decision::Refused { refusals } => {
+            let message = refusals
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ApiError::new(
+                403,
+                refusals.first().map_or("Refused", |r| r.reason.code()),
+                format!("the request no longer fits the policy: {message}"),
+            ));
+        }
+    };
+    let updated = records::update(api.requests, id, |r| {
+        let changed = r
+            .set_status(RequestStatus::Approved, Some(&caller.principal), now)
+            .is_ok_and(|t| t == Transition::Changed);
+        if changed {
+            r.reschedule(&grants);
+        }
+        changed
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
+    if updated.decided_by() != Some(&caller.principal) {
+        return Err(ApiError::new(
+            409,
+            "NotPending",
+            format!("request {id} was decided meanwhile"),
+        ));
+    }
+    Audit {
+        event: "request.approved",
+        request_id: Some(id.as_str()),
+        vm: Some(&updated.vm().to_string()),
+        requestor: Some(updated.requestor().as_str()),
+        actor: Some(caller.principal.as_str()),
+        status: Some("Approved"),
+        ..Audit::default()
+    }
+    .emit();
+    let message = RequestMessage::accepted(&request, updated.requestor(), &grants);
+    api.queue.enqueue(&message).await?;
+    Ok(json_response(200, &updated))
+}
+
+/// The body of a pending request as recorded: each port with its source and
+/// the duration it was asked for.
+fn pending_body(record: &RequestRecord) -> InitiateBody {
+    InitiateBody {
+        virtual_machines: vec![jitvm_core::InitiateVm {
+            id: record.vm().to_string(),
+            ports: record
+                .ports()
+                .iter()
+                .map(|p| jitvm_core::InitiatePort {
+                    number: i64::from(p.number.get()),
+                    duration: Some(format!(
+                        "PT{}S",
+                        p.end_time_utc
+                            .duration_since(record.start_time_utc())
+                            .as_secs()
+                            .max(1)
+                    )),
+                    end_time_utc: None,
+                    allowed_source_address_prefix: Some(
+                        p.allowed_source_address_prefix.to_string(),
+                    ),
+                })
+                .collect(),
+        }],
+        justification: record.justification().map(|j| j.as_str().to_owned()),
+    }
 }
 
 /// Removes every rule of request `id` on `vm`; returns how many.
