@@ -138,11 +138,7 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
     );
     let grants = match decision {
         Decision::Refused { refusals } => {
-            let why = refusals
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let why = jitvm_core::describe(&refusals);
             let expired = refusals
                 .iter()
                 .all(|r| matches!(r.reason, RefusalReason::EndTimeNotInFuture { .. }));

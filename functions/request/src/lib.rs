@@ -119,11 +119,7 @@ async fn submit(
                 .first()
                 .map(|r| r.reason.code())
                 .unwrap_or("Refused");
-            let message = refusals
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = jitvm_core::describe(&refusals);
             Audit {
                 event: "request.refused",
                 request_id: Some(request.id().as_str()),
@@ -341,11 +337,7 @@ async fn approve(
     let grants = match decision {
         Decision::PendingApproval { grants, .. } | Decision::Approved { grants } => grants,
         Decision::Refused { refusals } => {
-            let message = refusals
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = jitvm_core::describe(&refusals);
             return Err(ApiError::new(
                 403,
                 refusals.first().map_or("Refused", |r| r.reason.code()),

@@ -82,6 +82,15 @@ impl Decision {
     }
 }
 
+/// Every refusal in one line, for an error message or a record.
+pub fn describe(refusals: &[Refusal]) -> String {
+    refusals
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// One reason a request was refused, and the port it concerns, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

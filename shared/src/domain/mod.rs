@@ -16,7 +16,7 @@ pub mod text;
 pub mod vm;
 
 pub use duration::{AccessDuration, DurationError, MaxAccessDuration};
-pub use evaluate::{Decision, Grant, Refusal, RefusalReason, evaluate};
+pub use evaluate::{Decision, Grant, Refusal, RefusalReason, describe, evaluate};
 pub use policy::{Policy, PolicyDocument, PolicyError, PortRule};
 pub use port::{Port, PortError, Protocol};
 pub use prefix::{PrefixError, SourcePrefix};
