@@ -1150,3 +1150,67 @@ async fn a_request_waits_for_another_approver() {
         port0(&opened)["endTimeUtc"].as_str().unwrap()
     );
 }
+
+#[tokio::test]
+async fn narrowing_a_policy_closes_the_grants_it_no_longer_allows() {
+    let stack = Stack::start("eu-north-1").await;
+    let vm = stack.instance(&[]).await;
+    let mut policy = ssh_policy();
+    policy["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"number": 3389, "allowedSourceAddressPrefix": "198.51.100.0/24"}));
+    let group = enable(&stack, &vm.arn, policy).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ids = Vec::new();
+    for (port, source) in [
+        (22, "198.51.100.7"),
+        (22, "198.51.100.200"),
+        (3389, "198.51.100.7"),
+    ] {
+        let (status, accepted) = request(
+            &stack,
+            ALICE,
+            ask(
+                &vm.arn,
+                json!({"number": port, "duration": "PT2H", "allowedSourceAddressPrefix": source}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+    drain(&stack).await;
+    // Port 3389's protocol is "*": a TCP and a UDP rule.
+    assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 4);
+
+    // Port 22 only, from the lower half of the block, for at most an hour.
+    let narrower = json!({"ports": [{"number": 22, "protocol": "tcp",
+        "allowedSourceAddressPrefixes": ["198.51.100.0/25"], "maxRequestAccessDuration": "PT3H"}],
+        "requesters": ["local:alice"]});
+    enable(&stack, &vm.arn, narrower).await;
+    let left = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].cidr_ipv4(), Some("198.51.100.7/32"));
+    assert_eq!(port0(&record(&stack, &ids[0]).await)["status"], "Initiated");
+    for id in &ids[1..] {
+        let closed = record(&stack, id).await;
+        assert_eq!(
+            (
+                port0(&closed)["status"].as_str(),
+                port0(&closed)["statusReason"].as_str()
+            ),
+            (Some("Revoked"), Some("PolicyChanged")),
+            "{closed}"
+        );
+    }
+
+    // A shorter maximum closes a grant that would outlast it.
+    let shorter = json!({"ports": [{"number": 22, "protocol": "tcp",
+        "allowedSourceAddressPrefixes": ["198.51.100.0/25"], "maxRequestAccessDuration": "PT30M"}],
+        "requesters": ["local:alice"]});
+    enable(&stack, &vm.arn, shorter).await;
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+}

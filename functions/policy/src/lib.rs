@@ -22,8 +22,8 @@ use jitvm_core::api::{
 use jitvm_core::ports::{Firewall, PolicyEntry, PolicyStore, RequestStore};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
-    Policy, PolicyDocument, PortStatus, PrincipalPattern, RequestStatus, StatusReason, VmId,
-    records,
+    Policy, PolicyDocument, PortStatus, PrincipalPattern, RequestStatus, SourcePrefix,
+    StatusReason, VmId, records,
 };
 use serde_json::{Value, json};
 
@@ -192,6 +192,9 @@ async fn put_policy(
     };
     let version = api.policies.put_policy(&entry, stored_version).await?;
     entry.policy = entry.policy.with_version(version);
+    if stored_version.is_some() {
+        close_what_the_policy_no_longer_allows(api, &entry.policy, caller, now).await?;
+    }
     Audit {
         event: "policy.put",
         vm: Some(&vm.to_string()),
@@ -216,6 +219,62 @@ async fn put_policy(
     .emit();
     let status = if stored_version.is_some() { 200 } else { 201 };
     Ok(json_response(status, &view(&entry)))
+}
+
+/// After a policy is replaced, closes the open grants it no longer allows:
+/// a port it dropped, a source outside its prefixes, or an end later than
+/// its maximum from now. Their records become `Revoked`/`PolicyChanged`.
+async fn close_what_the_policy_no_longer_allows(
+    api: &PolicyApi<'_>,
+    policy: &Policy,
+    caller: &Caller,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let mut keys = Vec::new();
+    let mut closed: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for rule in api.firewall.rules_of(policy.vm()).await? {
+        let Ok(meta) = &rule.decoded else { continue };
+        let allowed = rule.port.and_then(|p| policy.port(p)).is_some_and(|r| {
+            SourcePrefix::parse(&rule.source).is_ok_and(|s| r.allows_source(&s))
+                && now
+                    .checked_add(r.max_request_access_duration().get())
+                    .is_ok_and(|latest| meta.expires <= latest)
+        });
+        if !allowed {
+            keys.push(rule.key.clone());
+            closed
+                .entry(meta.request_id.clone())
+                .or_default()
+                .push(rule.port);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let removed = api.firewall.revoke(&keys).await?;
+    for (id, ports) in closed {
+        records::update(api.requests, &id, |record| {
+            record.revoke_ports(
+                |n| ports.iter().any(|p| p.is_none_or(|p| p == n)),
+                StatusReason::PolicyChanged,
+                Some("the policy was changed and no longer allows this grant"),
+                now,
+            )
+        })
+        .await?;
+        Audit {
+            event: "grant.closed",
+            request_id: Some(id.as_str()),
+            vm: Some(&policy.vm().to_string()),
+            actor: Some(caller.principal.as_str()),
+            status: Some("Revoked"),
+            reason: Some("PolicyChanged"),
+            message: Some(&format!("{removed} rules outside the new policy removed")),
+            ..Audit::default()
+        }
+        .emit();
+    }
+    Ok(())
 }
 
 async fn delete_policy(
