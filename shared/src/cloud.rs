@@ -81,6 +81,10 @@ impl Firewall for Clouds {
         self.of(vm.cloud())?.disable(vm, closed).await
     }
 
+    async fn restore_standing(&self, vm: &VmId, closed: &[Exposure]) -> Result<(), AdapterError> {
+        self.of(vm.cloud())?.restore_standing(vm, closed).await
+    }
+
     async fn open(
         &self,
         grant: &Grant,

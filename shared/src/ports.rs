@@ -165,6 +165,11 @@ pub trait Firewall: Send + Sync {
     async fn disable(&self, vm: &VmId, closed: &[Exposure])
     -> Result<Vec<FoundRule>, AdapterError>;
 
+    /// Re-creates standing rules that enabling closed (`closed` exposures):
+    /// used when the policy that keeps them could not be stored, so they are
+    /// never lost. Rules already there are not an error.
+    async fn restore_standing(&self, vm: &VmId, closed: &[Exposure]) -> Result<(), AdapterError>;
+
     /// Opens the rules of one grant. Idempotent: if they are already there
     /// for this request, succeeds with `already_open`.
     async fn open(

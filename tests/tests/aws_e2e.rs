@@ -1214,3 +1214,94 @@ async fn narrowing_a_policy_closes_the_grants_it_no_longer_allows() {
     enable(&stack, &vm.arn, shorter).await;
     assert!(stack.ingress_rules_of_group(&group).await.is_empty());
 }
+
+/// The real policy store, except that every write loses a race: another
+/// admin always writes first.
+struct LosesEveryWrite<'a>(&'a dyn jitvm_core::ports::PolicyStore);
+
+#[async_trait::async_trait]
+impl jitvm_core::ports::PolicyStore for LosesEveryWrite<'_> {
+    async fn get_policy(
+        &self,
+        vm: &jitvm_core::VmId,
+    ) -> Result<Option<jitvm_core::ports::PolicyEntry>, jitvm_core::ports::AdapterError> {
+        self.0.get_policy(vm).await
+    }
+    async fn put_policy(
+        &self,
+        _: &jitvm_core::ports::PolicyEntry,
+        _: Option<u64>,
+    ) -> Result<u64, jitvm_core::ports::AdapterError> {
+        Err(jitvm_core::ports::AdapterError::Conflict(
+            "another admin wrote first".into(),
+        ))
+    }
+    async fn delete_policy(
+        &self,
+        vm: &jitvm_core::VmId,
+        expected: u64,
+    ) -> Result<(), jitvm_core::ports::AdapterError> {
+        self.0.delete_policy(vm, expected).await
+    }
+    async fn list_policies(
+        &self,
+    ) -> Result<Vec<jitvm_core::ports::PolicyEntry>, jitvm_core::ports::AdapterError> {
+        self.0.list_policies().await
+    }
+}
+
+#[tokio::test]
+async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
+    let stack = Stack::start("us-gov-west-1").await;
+    let first = stack.instance(&[]).await;
+    let legacy = jitvm_tests::create_group(&stack.ec2, &first.world.vpc_id, "legacy").await;
+    stack
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&legacy)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let vm = stack.adopt(
+        jitvm_tests::launch(
+            &stack.ec2,
+            &first.world.vpc_id,
+            &first.world.subnet_id,
+            std::slice::from_ref(&legacy),
+        )
+        .await,
+    );
+    let admins = [jitvm_core::PrincipalPattern::parse("local:admin").unwrap()];
+    let api = jitvm_policy::PolicyApi {
+        firewall: &stack.host.aws.firewall,
+        policies: &LosesEveryWrite(&stack.host.aws.store),
+        requests: &stack.host.aws.store,
+        admins: &admins,
+    };
+    let mut body = ssh_policy();
+    body["closeStandingAccess"] = json!(true);
+    let request = http::Request::put(Stack::policy_path(&vm.arn))
+        .body(bytes::Bytes::from(body.to_string()))
+        .unwrap();
+    let caller = jitvm_core::api::Caller {
+        principal: jitvm_core::Principal::parse("local:admin").unwrap(),
+        address: None,
+    };
+    let response = jitvm_policy::handle(&api, Some(caller), request, Timestamp::now()).await;
+    assert_eq!(response.status().as_u16(), 409, "{}", response.body());
+    let rules = stack.ingress_rules_of_group(&legacy).await;
+    assert_eq!(rules.len(), 1, "the standing rule is back: {rules:?}");
+    assert_eq!(rules[0].cidr_ipv4(), Some("0.0.0.0/0"));
+}

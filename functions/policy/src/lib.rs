@@ -190,7 +190,31 @@ async fn put_policy(
         updated_at: now,
         updated_by: caller.principal.clone(),
     };
-    let version = api.policies.put_policy(&entry, stored_version).await?;
+    let version = match api.policies.put_policy(&entry, stored_version).await {
+        Ok(version) => version,
+        Err(e) => {
+            // The standing rules this enablement closed live only in the
+            // entry that could not be stored: put them back.
+            let newly_closed: Vec<_> = entry
+                .enablement
+                .exposures
+                .iter()
+                .filter(|x| {
+                    x.closed
+                        && !already_closed.iter().any(|c| {
+                            (&c.firewall, &c.rule, c.port) == (&x.firewall, &x.rule, x.port)
+                        })
+                })
+                .cloned()
+                .collect();
+            if !newly_closed.is_empty()
+                && let Err(restore) = api.firewall.restore_standing(&vm, &newly_closed).await
+            {
+                tracing::error!(vm = %vm, error = %restore, "could not restore standing rules after the policy write failed");
+            }
+            return Err(e.into());
+        }
+    };
     entry.policy = entry.policy.with_version(version);
     if stored_version.is_some() {
         close_what_the_policy_no_longer_allows(api, &entry.policy, caller, now).await?;

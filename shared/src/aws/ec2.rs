@@ -971,6 +971,16 @@ impl Firewall for Ec2Firewall {
         })
     }
 
+    async fn restore_standing(&self, vm: &VmId, closed: &[Exposure]) -> Result<(), AdapterError> {
+        let inst = aws(vm)?;
+        let client = self.client(inst.region());
+        let arn = inst.to_string();
+        for exposure in closed.iter().filter(|x| x.closed) {
+            self.restore(&client, &arn, exposure).await?;
+        }
+        Ok(())
+    }
+
     async fn disable(
         &self,
         vm: &VmId,
