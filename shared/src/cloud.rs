@@ -38,15 +38,6 @@ impl Clouds {
     fn all(&self) -> impl Iterator<Item = &dyn Firewall> {
         self.aws.iter().chain(self.azure.iter()).map(|f| f.as_ref())
     }
-
-    /// The cloud of a rule key: AWS scopes are regions, Azure's subscriptions.
-    fn cloud_of_key(key: &RuleKey) -> Cloud {
-        if key.firewall.starts_with("sg-") {
-            Cloud::Aws
-        } else {
-            Cloud::Azure
-        }
-    }
 }
 
 #[async_trait]
@@ -120,10 +111,8 @@ impl Firewall for Clouds {
     }
 
     async fn revoke(&self, rules: &[RuleKey]) -> Result<usize, AdapterError> {
-        let (aws, azure): (Vec<RuleKey>, Vec<RuleKey>) = rules
-            .iter()
-            .cloned()
-            .partition(|k| Self::cloud_of_key(k) == Cloud::Aws);
+        let (aws, azure): (Vec<RuleKey>, Vec<RuleKey>) =
+            rules.iter().cloned().partition(|k| k.cloud == Cloud::Aws);
         let mut n = 0;
         if !aws.is_empty() {
             n += self.of(Cloud::Aws)?.revoke(&aws).await?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::rule::{DecodeError, RuleMeta};
 use crate::domain::{
-    Grant, Justification, Policy, Port, Principal, RequestId, RequestRecord, VmId,
+    Cloud, Grant, Justification, Policy, Port, Principal, RequestId, RequestRecord, VmId,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -107,6 +107,8 @@ pub struct Enablement {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleKey {
+    /// The cloud whose adapter removes it.
+    pub cloud: Cloud,
     /// AWS region or Azure subscription.
     pub scope: String,
     /// Security group id, or NSG id.
@@ -141,6 +143,28 @@ pub struct Opened {
 }
 
 /// The firewall of one or more clouds.
+/// Removes every rule of request `id` on `vm`, or only those on `ports`
+/// when given; returns how many were removed.
+pub async fn close_request_rules(
+    firewall: &dyn Firewall,
+    vm: &VmId,
+    id: &RequestId,
+    ports: Option<&[Port]>,
+) -> Result<usize, AdapterError> {
+    let keys: Vec<RuleKey> = firewall
+        .rules_of(vm)
+        .await?
+        .into_iter()
+        .filter(|r| r.decoded.as_ref().is_ok_and(|m| &m.request_id == id))
+        .filter(|r| ports.is_none_or(|ports| r.port.is_none_or(|p| ports.contains(&p))))
+        .map(|r| r.key)
+        .collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    firewall.revoke(&keys).await
+}
+
 #[async_trait]
 pub trait Firewall: Send + Sync {
     /// Looks a VM up. `NotFound` when it does not exist.

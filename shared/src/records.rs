@@ -4,8 +4,12 @@
 //! change a no-op and refuse a backward one, so redelivered messages and
 //! races cannot move a record backwards.
 
-use crate::domain::{RequestId, RequestRecord};
-use crate::ports::{AdapterError, RequestStore};
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::domain::{Port, RequestId, RequestRecord, StatusReason};
+use crate::ports::{AdapterError, FoundRule, RequestStore};
 
 /// How many times a change is re-applied after losing a race.
 const ATTEMPTS: usize = 8;
@@ -39,4 +43,43 @@ where
         message: format!("request {id} kept changing under {ATTEMPTS} attempts to update it"),
         source: None,
     })
+}
+
+/// The closed grant rules of `rules`, by request: the ports each closed
+/// (`None` when a rule's port is unknown). Rules that did not decode were
+/// drift, with no record.
+pub fn closed_ports<'a>(
+    rules: impl IntoIterator<Item = &'a FoundRule>,
+) -> BTreeMap<RequestId, Vec<Option<Port>>> {
+    let mut by_request: BTreeMap<RequestId, Vec<Option<Port>>> = BTreeMap::new();
+    for rule in rules {
+        if let Ok(meta) = &rule.decoded {
+            by_request
+                .entry(meta.request_id.clone())
+                .or_default()
+                .push(rule.port);
+        }
+    }
+    by_request
+}
+
+/// Marks the ports of request `id` whose rules were closed as `Revoked` for
+/// `reason`; a `None` port stands for all of them.
+pub async fn mark_closed(
+    store: &dyn RequestStore,
+    id: &RequestId,
+    ports: &[Option<Port>],
+    reason: StatusReason,
+    message: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<RequestRecord>, AdapterError> {
+    update(store, id, |record| {
+        record.revoke_ports(
+            |n| ports.iter().any(|p| p.is_none_or(|p| p == n)),
+            reason,
+            message,
+            now,
+        )
+    })
+    .await
 }

@@ -199,6 +199,45 @@ async fn expiry_works_from_the_rules_alone_when_the_record_is_lost() {
     assert!(stack.ingress_rules_of_group(&group).await.is_empty());
 }
 
+/// An instance whose only group (returned) has standing TCP rules open to
+/// the world on each of `ranges`.
+async fn with_standing_access(
+    stack: &Stack,
+    name: &str,
+    ranges: &[(i32, i32)],
+) -> (jitvm_tests::stack::Instance, String) {
+    let first = stack.instance(&[]).await;
+    let group = jitvm_tests::create_group(&stack.ec2, &first.world.vpc_id, name).await;
+    let mut authorize = stack
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&group);
+    for &(from, to) in ranges {
+        authorize = authorize.ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(from)
+                .to_port(to)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .description("standing access")
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    authorize.send().await.unwrap();
+    let world = jitvm_tests::launch(
+        &stack.ec2,
+        &first.world.vpc_id,
+        &first.world.subnet_id,
+        std::slice::from_ref(&group),
+    )
+    .await;
+    (stack.adopt(world), group)
+}
+
 fn grant_app(stack: &Stack) -> jitvm_grant::GrantApp<'_> {
     jitvm_grant::GrantApp {
         policies: &stack.host.aws.store,
@@ -377,49 +416,7 @@ async fn a_second_instance_sharing_a_group_gains_nothing() {
 #[tokio::test]
 async fn exposures_are_reported_closed_and_restored() {
     let stack = Stack::start("eu-west-2").await;
-    let first = stack.instance(&[]).await;
-    let legacy = jitvm_tests::create_group(&stack.ec2, &first.world.vpc_id, "legacy-ssh").await;
-    stack
-        .ec2
-        .authorize_security_group_ingress()
-        .group_id(&legacy)
-        .ip_permissions(
-            aws_sdk_ec2::types::IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(0)
-                .to_port(1024)
-                .ip_ranges(
-                    aws_sdk_ec2::types::IpRange::builder()
-                        .cidr_ip("0.0.0.0/0")
-                        .description("old admin access")
-                        .build(),
-                )
-                .build(),
-        )
-        .ip_permissions(
-            aws_sdk_ec2::types::IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(443)
-                .to_port(443)
-                .ip_ranges(
-                    aws_sdk_ec2::types::IpRange::builder()
-                        .cidr_ip("0.0.0.0/0")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let vm = stack.adopt(
-        jitvm_tests::launch(
-            &stack.ec2,
-            &first.world.vpc_id,
-            &first.world.subnet_id,
-            std::slice::from_ref(&legacy),
-        )
-        .await,
-    );
+    let (vm, legacy) = with_standing_access(&stack, "legacy-ssh", &[(0, 1024), (443, 443)]).await;
 
     // Reported only.
     let policy = enable(&stack, &vm.arn, ssh_policy()).await;
@@ -1253,36 +1250,7 @@ impl jitvm_core::ports::PolicyStore for LosesEveryWrite<'_> {
 #[tokio::test]
 async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
     let stack = Stack::start("us-gov-west-1").await;
-    let first = stack.instance(&[]).await;
-    let legacy = jitvm_tests::create_group(&stack.ec2, &first.world.vpc_id, "legacy").await;
-    stack
-        .ec2
-        .authorize_security_group_ingress()
-        .group_id(&legacy)
-        .ip_permissions(
-            aws_sdk_ec2::types::IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(22)
-                .to_port(22)
-                .ip_ranges(
-                    aws_sdk_ec2::types::IpRange::builder()
-                        .cidr_ip("0.0.0.0/0")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let vm = stack.adopt(
-        jitvm_tests::launch(
-            &stack.ec2,
-            &first.world.vpc_id,
-            &first.world.subnet_id,
-            std::slice::from_ref(&legacy),
-        )
-        .await,
-    );
+    let (vm, legacy) = with_standing_access(&stack, "legacy", &[(22, 22)]).await;
     let admins = [jitvm_core::PrincipalPattern::parse("local:admin").unwrap()];
     let api = jitvm_policy::PolicyApi {
         firewall: &stack.host.aws.firewall,

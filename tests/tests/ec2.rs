@@ -13,7 +13,7 @@ use jitvm_core::aws::ec2::{Ec2Firewall, Ec2Settings};
 use jitvm_core::domain::rule::{TAG_EXPIRES, TAG_MANAGED, TAG_REQUEST, TAG_REQUESTER, TAG_VM};
 use jitvm_core::ports::{AdapterError, Exposure, Firewall, RuleKey};
 use jitvm_core::{
-    AccessRequest, Decision, Grant, InitiateBody, Policy, PolicyDocument, Port, Principal,
+    AccessRequest, Cloud, Decision, Grant, InitiateBody, Policy, PolicyDocument, Port, Principal,
     RequestId, VmId, evaluate,
 };
 use jitvm_tests::{Ec2World, Moto, create_group, ec2_world, launch, unique};
@@ -421,6 +421,7 @@ async fn open_makes_exactly_the_rule_on_the_jit_group_only() {
     assert_eq!(
         opened.rules,
         vec![RuleKey {
+            cloud: Cloud::Aws,
             scope: "us-east-1".into(),
             firewall: jit.clone(),
             rule: r.security_group_rule_id().unwrap().into(),
@@ -965,6 +966,7 @@ async fn revoke_removes_rules_and_tolerates_rules_already_gone() {
     assert_eq!(ingress(&env.ec2, &jit).await.len(), 1);
     // A group that no longer exists counts nothing.
     let ghost = RuleKey {
+        cloud: Cloud::Aws,
         scope: "us-east-1".into(),
         firewall: "sg-0123456789abcdef0".into(),
         rule: "sgr-0123456789abcdef0".into(),

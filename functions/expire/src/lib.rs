@@ -7,13 +7,11 @@
 //! A rule on a jitvm firewall that is not a valid grant (added by hand, tags
 //! missing or edited) is drift: it is removed too, with an audit event.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 use jitvm_core::ports::{AdapterError, Firewall, RequestStore, RuleKey};
 use jitvm_core::rule::{plan_sweep, rfc3339};
 use jitvm_core::telemetry::Audit;
-use jitvm_core::{Port, RequestId, StatusReason, records};
+use jitvm_core::{Port, StatusReason, records};
 use serde::Serialize;
 
 /// What the expire function needs, and only that.
@@ -69,13 +67,7 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         }
         .emit();
     }
-    // One record update per request, for all its expired ports.
-    let mut by_request: BTreeMap<RequestId, Vec<Option<Port>>> = BTreeMap::new();
     for (rule, meta) in &plan.expired {
-        by_request
-            .entry(meta.request_id.clone())
-            .or_default()
-            .push(rule.port);
         let vm = rule.vm.as_ref().map(ToString::to_string);
         Audit {
             event: "grant.expired",
@@ -100,16 +92,11 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         revoked,
         ..SweepSummary::default()
     };
-    for (id, ports) in by_request {
-        let result = records::update(app.requests, &id, |r| {
-            r.revoke_ports(
-                |n| ports.iter().any(|q| q.is_none_or(|q| q == n)),
-                StatusReason::Expired,
-                None,
-                now,
-            )
-        })
-        .await;
+    // One record update per request, for all its expired ports.
+    let expired = records::closed_ports(plan.expired.iter().map(|(rule, _)| rule));
+    for (id, ports) in expired {
+        let result =
+            records::mark_closed(app.requests, &id, &ports, StatusReason::Expired, None, now).await;
         match result {
             Ok(Some(_)) => summary.records_updated += 1,
             Ok(None) => tracing::warn!(request_id = %id, "expired rule with no request record"),

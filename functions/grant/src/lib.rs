@@ -13,7 +13,9 @@ use std::collections::HashSet;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use jiff::Timestamp;
-use jitvm_core::ports::{AdapterError, Firewall, Opened, PolicyStore, RequestStore, RuleKey};
+use jitvm_core::ports::{
+    AdapterError, Firewall, Opened, PolicyStore, RequestStore, RuleKey, close_request_rules,
+};
 use jitvm_core::rule::rfc3339;
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
@@ -196,18 +198,26 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
             }
         },
     };
-    if existing.is_none() {
-        // Sent straight to the queue by another system: record it first.
-        let record = RequestRecord::accepted(&request, &requestor, &grants, &[], now);
-        match app.requests.create_request(&record).await {
-            Ok(()) | Err(AdapterError::Conflict(_)) => {}
-            Err(e) => return retry(e),
+    let record = match existing {
+        Some(record) => record,
+        None => {
+            // Sent straight to the queue by another system: record it first.
+            let record = RequestRecord::accepted(&request, &requestor, &grants, &[], now);
+            match app.requests.create_request(&record).await {
+                Ok(()) => record,
+                // Created meanwhile by a concurrent delivery: use that one.
+                Err(AdapterError::Conflict(_)) => match app.requests.get_request(&id).await {
+                    Ok(Some(r)) => r.value,
+                    Ok(None) => {
+                        return Outcome::Retry(format!(
+                            "request {id} vanished while being granted"
+                        ));
+                    }
+                    Err(e) => return retry(e),
+                },
+                Err(e) => return retry(e),
+            }
         }
-    }
-    let record = match app.requests.get_request(&id).await {
-        Ok(Some(r)) => r.value,
-        Ok(None) => return Outcome::Retry(format!("request {id} vanished while being granted")),
-        Err(e) => return retry(e),
     };
     open_all(app, &record, &grants, request.justification(), now).await
 }
@@ -356,23 +366,10 @@ async fn close_rules(
     record: &RequestRecord,
     ports: &[jitvm_core::Port],
 ) -> Result<(), AdapterError> {
-    let keys: Vec<RuleKey> = app
-        .firewall
-        .rules_of(record.vm())
-        .await?
-        .into_iter()
-        .filter(|r| {
-            r.decoded
-                .as_ref()
-                .is_ok_and(|m| &m.request_id == record.id())
-        })
-        .filter(|r| r.port.is_none_or(|p| ports.contains(&p)))
-        .map(|r| r.key)
-        .collect();
-    if keys.is_empty() {
+    let removed = close_request_rules(app.firewall, record.vm(), record.id(), Some(ports)).await?;
+    if removed == 0 {
         return Ok(());
     }
-    let removed = app.firewall.revoke(&keys).await?;
     Audit {
         event: "grant.closed",
         request_id: Some(record.id().as_str()),

@@ -254,37 +254,37 @@ async fn close_what_the_policy_no_longer_allows(
     caller: &Caller,
     now: Timestamp,
 ) -> Result<(), ApiError> {
-    let mut keys = Vec::new();
-    let mut closed: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for rule in api.firewall.rules_of(policy.vm()).await? {
-        let Ok(meta) = &rule.decoded else { continue };
-        let allowed = rule.port.and_then(|p| policy.port(p)).is_some_and(|r| {
-            SourcePrefix::parse(&rule.source).is_ok_and(|s| r.allows_source(&s))
-                && now
-                    .checked_add(r.max_request_access_duration().get())
-                    .is_ok_and(|latest| meta.expires <= latest)
-        });
-        if !allowed {
-            keys.push(rule.key.clone());
-            closed
-                .entry(meta.request_id.clone())
-                .or_default()
-                .push(rule.port);
-        }
-    }
-    if keys.is_empty() {
+    let outside: Vec<_> = api
+        .firewall
+        .rules_of(policy.vm())
+        .await?
+        .into_iter()
+        .filter(|rule| {
+            let Ok(meta) = &rule.decoded else {
+                return false;
+            };
+            !rule.port.and_then(|p| policy.port(p)).is_some_and(|r| {
+                SourcePrefix::parse(&rule.source).is_ok_and(|s| r.allows_source(&s))
+                    && now
+                        .checked_add(r.max_request_access_duration().get())
+                        .is_ok_and(|latest| meta.expires <= latest)
+            })
+        })
+        .collect();
+    if outside.is_empty() {
         return Ok(());
     }
+    let keys: Vec<_> = outside.iter().map(|r| r.key.clone()).collect();
     let removed = api.firewall.revoke(&keys).await?;
-    for (id, ports) in closed {
-        records::update(api.requests, &id, |record| {
-            record.revoke_ports(
-                |n| ports.iter().any(|p| p.is_none_or(|p| p == n)),
-                StatusReason::PolicyChanged,
-                Some("the policy was changed and no longer allows this grant"),
-                now,
-            )
-        })
+    for (id, ports) in records::closed_ports(&outside) {
+        records::mark_closed(
+            api.requests,
+            &id,
+            &ports,
+            StatusReason::PolicyChanged,
+            Some("the policy was changed and no longer allows this grant"),
+            now,
+        )
         .await?;
         Audit {
             event: "grant.closed",
@@ -322,26 +322,15 @@ async fn delete_policy(
         .cloned()
         .collect();
     let revoked = api.firewall.disable(vm, &closed).await?;
-    // Mark the grants that disabling closed. A rule that did not decode was
-    // drift, with no record to update.
-    let mut closed_ports: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for rule in revoked {
-        if let Ok(meta) = rule.decoded {
-            closed_ports
-                .entry(meta.request_id)
-                .or_default()
-                .push(rule.port);
-        }
-    }
-    for (id, ports) in closed_ports {
-        records::update(api.requests, &id, |record| {
-            record.revoke_ports(
-                |n| ports.iter().any(|p| p.is_none_or(|p| p == n)),
-                StatusReason::PolicyChanged,
-                Some("JIT was disabled on this VM"),
-                now,
-            )
-        })
+    for (id, ports) in records::closed_ports(&revoked) {
+        records::mark_closed(
+            api.requests,
+            &id,
+            &ports,
+            StatusReason::PolicyChanged,
+            Some("JIT was disabled on this VM"),
+            now,
+        )
         .await?;
     }
     api.policies

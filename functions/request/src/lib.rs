@@ -13,8 +13,6 @@
 //! - `POST /v1/requests/{id}/revoke`: closes the grant early
 //!   (`UserRequested`); the requestor or an admin.
 
-use std::collections::BTreeSet;
-
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use jiff::Timestamp;
@@ -22,7 +20,9 @@ use jitvm_core::api::{
     ApiError, Caller, check_body, json_response, method_not_allowed, no_route, query_param,
     segments, vm_from_segment,
 };
-use jitvm_core::ports::{Firewall, PolicyStore, RequestQueue, RequestStore};
+use jitvm_core::ports::{
+    Firewall, PolicyStore, RequestQueue, RequestStore, Revised, close_request_rules,
+};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
     AccessRequest, Decision, InitiateBody, PrincipalPattern, RequestId, RequestMessage,
@@ -185,15 +185,20 @@ async fn is_overseer(
     Ok(policy.is_some_and(|e| e.policy.approvers().contains(&caller.principal)))
 }
 
+/// The record `id`, or 404.
+async fn load(api: &RequestApi<'_>, id: &RequestId) -> Result<Revised<RequestRecord>, ApiError> {
+    api.requests
+        .get_request(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no request {id}")))
+}
+
 async fn read(
     api: &RequestApi<'_>,
     caller: &Caller,
     id: &RequestId,
 ) -> Result<Response<String>, ApiError> {
-    let Some(record) = api.requests.get_request(id).await? else {
-        return Err(ApiError::not_found(format!("no request {id}")));
-    };
-    let record = record.value;
+    let record = load(api, id).await?.value;
     if record.requestor() != &caller.principal && !is_overseer(api, caller, record.vm()).await? {
         return Err(ApiError::forbidden(format!(
             "request {id} is not yours; only its requestor, the VM's approvers and admins may read it"
@@ -250,9 +255,7 @@ async fn revoke(
     id: &RequestId,
     now: Timestamp,
 ) -> Result<Response<String>, ApiError> {
-    let Some(current) = api.requests.get_request(id).await? else {
-        return Err(ApiError::not_found(format!("no request {id}")));
-    };
+    let current = load(api, id).await?;
     let vm = current.value.vm().clone();
     if current.value.requestor() != &caller.principal && !caller.is_admin(api.admins) {
         return Err(ApiError::forbidden(format!(
@@ -262,7 +265,7 @@ async fn revoke(
     // Close the rules, then the record, then the rules again: a grant being
     // opened at this moment either is closed by the second pass or, finding
     // its port Revoked when it writes, closes its own rule.
-    let closed = close_rules(api, &vm, id).await?;
+    let closed = close_request_rules(api.firewall, &vm, id, None).await?;
     let record = records::update(api.requests, id, |r| {
         let mut changed = false;
         if r.status() == RequestStatus::PendingApproval {
@@ -275,7 +278,7 @@ async fn revoke(
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
-    let closed = closed + close_rules(api, &vm, id).await?;
+    let closed = closed + close_request_rules(api.firewall, &vm, id, None).await?;
     Audit {
         event: "request.revoked",
         request_id: Some(id.as_str()),
@@ -297,10 +300,7 @@ async fn approve(
     id: &RequestId,
     now: Timestamp,
 ) -> Result<Response<String>, ApiError> {
-    let Some(current) = api.requests.get_request(id).await? else {
-        return Err(ApiError::not_found(format!("no request {id}")));
-    };
-    let record = current.value;
+    let record = load(api, id).await?.value;
     let entry = api.policies.get_policy(record.vm()).await?;
     let approvers = entry
         .as_ref()
@@ -405,25 +405,4 @@ fn pending_body(record: &RequestRecord) -> InitiateBody {
         }],
         justification: record.justification().map(|j| j.as_str().to_owned()),
     }
-}
-
-/// Removes every rule of request `id` on `vm`; returns how many.
-async fn close_rules(
-    api: &RequestApi<'_>,
-    vm: &jitvm_core::VmId,
-    id: &RequestId,
-) -> Result<usize, ApiError> {
-    let keys: BTreeSet<_> = api
-        .firewall
-        .rules_of(vm)
-        .await?
-        .into_iter()
-        .filter(|r| r.decoded.as_ref().is_ok_and(|m| &m.request_id == id))
-        .map(|r| r.key)
-        .collect();
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    let keys: Vec<_> = keys.into_iter().collect();
-    Ok(api.firewall.revoke(&keys).await?)
 }

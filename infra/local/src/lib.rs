@@ -203,19 +203,17 @@ async fn serve_http(
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     if path == "/healthz" {
-        return to_axum(json_response(200, &serde_json::json!({"status": "ok"})));
+        return json_response(200, &serde_json::json!({"status": "ok"})).into_response();
     }
     let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return to_axum(
-                ApiError::new(
-                    413,
-                    "BodyTooLarge",
-                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-                .into_response(),
+            let error = ApiError::new(
+                413,
+                "BodyTooLarge",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             );
+            return error.into_response().into_response();
         }
     };
     let caller = parts
@@ -250,9 +248,5 @@ async fn serve_http(
     } else {
         jitvm_core::api::no_route(&path).into_response()
     };
-    to_axum(response)
-}
-
-fn to_axum(response: http::Response<String>) -> Response {
     response.into_response()
 }

@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CallCounter, error_code, sdk_error};
 use crate::domain::rule::{self, TAG_MANAGED, TAG_REQUEST, TAG_VM};
-use crate::domain::{AwsInstance, Grant, Justification, Policy, Port, Protocol, VmId};
+use crate::domain::{AwsInstance, Cloud, Grant, Justification, Policy, Port, Protocol, VmId};
 use crate::ports::{
     AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, VmFacts,
 };
@@ -1067,6 +1067,7 @@ impl Firewall for Ec2Firewall {
             .flat_map(|p| grant.source().cidrs().into_iter().map(move |n| (*p, n)))
             .collect();
         let key = |rule: String| RuleKey {
+            cloud: Cloud::Aws,
             scope: region.to_owned(),
             firewall: group.clone(),
             rule,
@@ -1451,6 +1452,7 @@ fn found_rule(region: &str, vm: Option<VmId>, r: &SecurityGroupRule) -> Option<F
     };
     Some(FoundRule {
         key: RuleKey {
+            cloud: Cloud::Aws,
             scope: region.to_owned(),
             firewall: r.group_id()?.to_owned(),
             rule: r.security_group_rule_id()?.to_owned(),

@@ -20,7 +20,7 @@ pub enum VmIdError {
 }
 
 /// The cloud a VM lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Cloud {
     Aws,
     Azure,
