@@ -31,6 +31,99 @@ pub struct Settings {
     pub regions: Vec<String>,
     /// `JITVM_MAX_GROUPS_PER_INTERFACE`, default 5 (the EC2 quota).
     pub max_groups_per_interface: usize,
+    /// Azure, when `JITVM_AZURE_TENANT_ID` is set; see [`AzureConfig`].
+    pub azure: Option<AzureConfig>,
+}
+
+/// How jitvm reaches Azure: an app registration (service principal) with a
+/// role that may read VMs and NICs and write NSG rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// `JITVM_AZURE_TENANT_ID`: the Microsoft Entra tenant.
+    pub tenant_id: String,
+    /// `JITVM_AZURE_CLIENT_ID`: the app registration's client id.
+    pub client_id: String,
+    /// `JITVM_AZURE_CLIENT_SECRET`, or `JITVM_AZURE_FEDERATED_TOKEN_FILE`.
+    pub credential: AzureCredential,
+    /// `JITVM_AZURE_AUTHORITY_URL`, default `https://login.microsoftonline.com`.
+    pub authority_url: String,
+    /// `JITVM_AZURE_ARM_URL`, default `https://management.azure.com`.
+    pub arm_url: String,
+    /// `JITVM_AZURE_SCOPE`, default `https://management.azure.com/.default`.
+    pub scope: String,
+    /// `JITVM_AZURE_SUBSCRIPTIONS`: comma-separated subscription ids whose
+    /// VMs are listed and whose NSGs are swept (beside those that policies
+    /// name).
+    pub subscriptions: Vec<String>,
+    /// `JITVM_AZURE_ALLOW_PRIORITIES`, default `100-199`: where grants go.
+    pub allow_priorities: PriorityBand,
+    /// `JITVM_AZURE_DENY_PRIORITIES`, default `200-299`: where the Deny
+    /// rules of protected ports go. Above the allow band, so a grant always
+    /// wins over the Deny rule of its port.
+    pub deny_priorities: PriorityBand,
+}
+
+/// The secret an app registration proves itself with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AzureCredential {
+    /// A client secret.
+    Secret(String),
+    /// A file holding a signed client assertion (a JWT), re-read for each
+    /// token: workload identity federation writes and rotates such a file.
+    AssertionFile(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for AzureCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AzureCredential::Secret(_) => f.write_str("Secret(<redacted>)"),
+            AzureCredential::AssertionFile(path) => {
+                f.debug_tuple("AssertionFile").field(path).finish()
+            }
+        }
+    }
+}
+
+/// An inclusive range of NSG rule priorities (Azure allows 100 to 4096).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriorityBand {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PriorityBand {
+    pub const MIN: u16 = 100;
+    pub const MAX: u16 = 4096;
+
+    /// Parses `first-last`, within 100..=4096.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (a, b) = text
+            .trim()
+            .split_once('-')
+            .ok_or_else(|| format!("{text:?} is not first-last, such as 100-199"))?;
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (Self::MIN..=Self::MAX).contains(n))
+                .ok_or_else(|| format!("{s:?} is not a priority from 100 to 4096"))
+        };
+        let (first, last) = (num(a)?, num(b)?);
+        if first > last {
+            return Err(format!("{text:?}: the first priority is above the last"));
+        }
+        Ok(Self { first, last })
+    }
+
+    pub fn contains(&self, priority: u16) -> bool {
+        (self.first..=self.last).contains(&priority)
+    }
+}
+
+impl std::fmt::Display for PriorityBand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 impl Settings {
@@ -80,7 +173,9 @@ impl Settings {
                 message: format!("{request_queue:?} must name a FIFO queue (ending in .fifo)"),
             });
         }
+        let azure = azure_config(&lookup, &get, &list)?;
         Ok(Self {
+            azure,
             policies_table: get("JITVM_POLICIES_TABLE", "jitvm-policies"),
             requests_table: get("JITVM_REQUESTS_TABLE", "jitvm-requests"),
             request_queue,
@@ -90,6 +185,100 @@ impl Settings {
             max_groups_per_interface,
         })
     }
+}
+
+fn azure_config(
+    lookup: &impl Fn(&str) -> Option<String>,
+    get: &impl Fn(&str, &str) -> String,
+    list: &impl Fn(&str) -> Vec<String>,
+) -> Result<Option<AzureConfig>, ConfigError> {
+    let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let Some(tenant_id) = set("JITVM_AZURE_TENANT_ID") else {
+        return Ok(None);
+    };
+    let missing = |name: &'static str, message: &str| ConfigError {
+        name,
+        message: message.to_owned(),
+    };
+    let client_id = set("JITVM_AZURE_CLIENT_ID").ok_or_else(|| {
+        missing(
+            "JITVM_AZURE_CLIENT_ID",
+            "required with JITVM_AZURE_TENANT_ID: the app registration's client id",
+        )
+    })?;
+    let credential = match (
+        set("JITVM_AZURE_CLIENT_SECRET"),
+        set("JITVM_AZURE_FEDERATED_TOKEN_FILE"),
+    ) {
+        (Some(secret), None) => AzureCredential::Secret(secret),
+        (None, Some(path)) => AzureCredential::AssertionFile(path.trim().into()),
+        (Some(_), Some(_)) => {
+            return Err(missing(
+                "JITVM_AZURE_CLIENT_SECRET",
+                "give either a client secret or JITVM_AZURE_FEDERATED_TOKEN_FILE, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(missing(
+                "JITVM_AZURE_CLIENT_SECRET",
+                "required with JITVM_AZURE_TENANT_ID (or JITVM_AZURE_FEDERATED_TOKEN_FILE for workload identity federation)",
+            ));
+        }
+    };
+    let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
+        let value = get(name, default).trim_end_matches('/').to_owned();
+        let loopback = value == "http://127.0.0.1" || value.starts_with("http://127.0.0.1:");
+        if value.starts_with("https://") || loopback {
+            Ok(value)
+        } else {
+            Err(missing(
+                name,
+                &format!(
+                    "{value:?} must be an https:// URL (or http://127.0.0.1 for the ARM fake)"
+                ),
+            ))
+        }
+    };
+    let band = |name: &'static str, default: &str| {
+        PriorityBand::parse(&get(name, default)).map_err(|message| ConfigError { name, message })
+    };
+    let allow_priorities = band("JITVM_AZURE_ALLOW_PRIORITIES", "100-199")?;
+    let deny_priorities = band("JITVM_AZURE_DENY_PRIORITIES", "200-299")?;
+    if allow_priorities.last >= deny_priorities.first {
+        return Err(missing(
+            "JITVM_AZURE_ALLOW_PRIORITIES",
+            &format!(
+                "the allow band {allow_priorities} must come before the deny band {deny_priorities} (lower numbers), or grants would never beat the Deny rules"
+            ),
+        ));
+    }
+    let subscriptions = list("JITVM_AZURE_SUBSCRIPTIONS");
+    if let Some(bad) = subscriptions.iter().find(|s| {
+        let lens: Vec<usize> = s.split('-').map(str::len).collect();
+        lens != [8, 4, 4, 4, 12] || !s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+    }) {
+        return Err(missing(
+            "JITVM_AZURE_SUBSCRIPTIONS",
+            &format!("{bad:?} is not a subscription id (a GUID)"),
+        ));
+    }
+    Ok(Some(AzureConfig {
+        tenant_id: tenant_id.trim().to_owned(),
+        client_id: client_id.trim().to_owned(),
+        credential,
+        authority_url: url(
+            "JITVM_AZURE_AUTHORITY_URL",
+            "https://login.microsoftonline.com",
+        )?,
+        arm_url: url("JITVM_AZURE_ARM_URL", "https://management.azure.com")?,
+        scope: get("JITVM_AZURE_SCOPE", "https://management.azure.com/.default"),
+        subscriptions: subscriptions
+            .into_iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        allow_priorities,
+        deny_priorities,
+    }))
 }
 
 #[cfg(test)]
@@ -113,6 +302,111 @@ mod tests {
         assert_eq!(s.request_queue, "jitvm-requests.fifo");
         assert!(s.admins.is_empty() && s.regions.is_empty());
         assert_eq!(s.max_groups_per_interface, 5);
+        assert_eq!(s.azure, None);
+    }
+
+    #[test]
+    fn azure() {
+        let tenant = ("JITVM_AZURE_TENANT_ID", "t1");
+        let client = ("JITVM_AZURE_CLIENT_ID", "c1");
+        let secret = ("JITVM_AZURE_CLIENT_SECRET", "s3cret");
+        let a = from(&[tenant, client, secret]).unwrap().azure.unwrap();
+        assert_eq!(a.credential, AzureCredential::Secret("s3cret".into()));
+        assert!(
+            !format!("{a:?}").contains("s3cret"),
+            "secrets stay out of logs"
+        );
+        assert_eq!(a.arm_url, "https://management.azure.com");
+        assert_eq!(a.authority_url, "https://login.microsoftonline.com");
+        assert_eq!(
+            a.allow_priorities,
+            PriorityBand {
+                first: 100,
+                last: 199
+            }
+        );
+        assert_eq!(
+            a.deny_priorities,
+            PriorityBand {
+                first: 200,
+                last: 299
+            }
+        );
+
+        let fed = from(&[
+            tenant,
+            client,
+            ("JITVM_AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+        ])
+        .unwrap()
+        .azure
+        .unwrap();
+        assert_eq!(
+            fed.credential,
+            AzureCredential::AssertionFile("/var/run/token".into())
+        );
+
+        let fake = from(&[
+            tenant,
+            client,
+            secret,
+            ("JITVM_AZURE_ARM_URL", "http://127.0.0.1:8081/"),
+            (
+                "JITVM_AZURE_SUBSCRIPTIONS",
+                "00000000-0000-0000-0000-0000000000A1",
+            ),
+            ("JITVM_AZURE_ALLOW_PRIORITIES", "1000-1099"),
+            ("JITVM_AZURE_DENY_PRIORITIES", "1100-1109"),
+        ])
+        .unwrap()
+        .azure
+        .unwrap();
+        assert_eq!(fake.arm_url, "http://127.0.0.1:8081");
+        assert_eq!(
+            fake.subscriptions,
+            vec!["00000000-0000-0000-0000-0000000000a1"]
+        );
+        assert!(fake.deny_priorities.contains(1105));
+
+        let err = |pairs: &[(&str, &str)]| from(pairs).unwrap_err().name;
+        assert_eq!(err(&[tenant]), "JITVM_AZURE_CLIENT_ID");
+        assert_eq!(err(&[tenant, client]), "JITVM_AZURE_CLIENT_SECRET");
+        assert_eq!(
+            err(&[
+                tenant,
+                client,
+                secret,
+                ("JITVM_AZURE_ARM_URL", "http://example.com")
+            ]),
+            "JITVM_AZURE_ARM_URL"
+        );
+        assert_eq!(
+            err(&[
+                tenant,
+                client,
+                secret,
+                ("JITVM_AZURE_DENY_PRIORITIES", "150-160")
+            ]),
+            "JITVM_AZURE_ALLOW_PRIORITIES"
+        );
+        assert_eq!(
+            err(&[
+                tenant,
+                client,
+                secret,
+                ("JITVM_AZURE_ALLOW_PRIORITIES", "50-60")
+            ]),
+            "JITVM_AZURE_ALLOW_PRIORITIES"
+        );
+        assert_eq!(
+            err(&[
+                tenant,
+                client,
+                secret,
+                ("JITVM_AZURE_SUBSCRIPTIONS", "prod")
+            ]),
+            "JITVM_AZURE_SUBSCRIPTIONS"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   `jitvm:requester`) are authoritative; its description is for people.
 //! - Azure: the rule name `jitvm-<port>-<YYYYMMDDTHHMMSSZ>-<request id>` is
 //!   authoritative (names cannot be edited in place); the 140-character
-//!   description repeats it for people, with the requester.
+//!   description repeats it for people, with the requester. The Deny rule
+//!   that keeps a port closed is `jitvm-deny-<port>-<vm key>`: a subnet's
+//!   NSG can protect several VMs, each with its own Deny rule.
 //!
 //! Anything that came from a user is mapped into the provider's character
 //! set and cut to its length limit before it reaches a rule.
@@ -21,6 +23,7 @@ use super::evaluate::Grant;
 use super::port::Port;
 use super::request::RequestId;
 use super::text::{Justification, aws_description_char, aws_tag_char, azure_description_char, fit};
+use super::vm::AzureVm;
 
 /// Tag on every jitvm-managed security group: `true`.
 pub const TAG_MANAGED: &str = "jitvm:managed";
@@ -150,8 +153,25 @@ pub enum AzureRuleName {
         expires: Timestamp,
         request_id: RequestId,
     },
-    /// The Deny rule that keeps a protected port closed.
-    Deny { port: Port },
+    /// The Deny rule that keeps a protected port of one VM closed; `vm_key`
+    /// is [`azure_vm_key`] of that VM.
+    Deny { port: Port, vm_key: String },
+}
+
+/// Characters of [`azure_vm_key`].
+pub const AZURE_VM_KEY_LEN: usize = 12;
+
+/// A short, stable key for an Azure VM, for rule names (the VM's own name
+/// can be 64 characters, too long beside the rest): the first 12 hex digits
+/// of the SHA-256 of its lower-case resource id.
+pub fn azure_vm_key(vm: &AzureVm) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(vm.to_string().to_ascii_lowercase().as_bytes());
+    digest
+        .iter()
+        .take(AZURE_VM_KEY_LEN / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The name of the Azure Allow rule for `grant`. At most 80 characters of
@@ -165,9 +185,19 @@ pub fn azure_grant_rule_name(grant: &Grant) -> String {
     )
 }
 
-/// The name of the Azure Deny rule that closes `port` while JIT is enabled.
-pub fn azure_deny_rule_name(port: Port) -> String {
-    format!("jitvm-deny-{port}")
+/// The name of the Azure Deny rule that closes `port` of `vm` while JIT is
+/// enabled.
+pub fn azure_deny_rule_name(vm: &AzureVm, port: Port) -> String {
+    format!("jitvm-deny-{port}-{}", azure_vm_key(vm))
+}
+
+/// The description of the Azure Deny rule that closes `port` of `vm`.
+pub fn azure_deny_rule_description(vm: &AzureVm, port: Port) -> String {
+    let text = format!(
+        "jitvm: port {port} of {} is closed; ask jitvm for access",
+        vm.name()
+    );
+    fit(&text, azure_description_char, '_', AZURE_DESCRIPTION_MAX)
 }
 
 /// The description of the Azure Allow rule for `grant`, at most 140
@@ -190,9 +220,20 @@ pub fn decode_azure_rule_name(name: &str) -> Result<Option<AzureRuleName>, Decod
         return Ok(None);
     };
     let bad = || DecodeError::BadName(name.chars().take(AZURE_NAME_MAX).collect());
-    if let Some(port) = rest.strip_prefix("deny-") {
+    if let Some(deny) = rest.strip_prefix("deny-") {
+        let (port, key) = deny.split_once('-').ok_or_else(bad)?;
         let port = parse_port(port).ok_or_else(bad)?;
-        return Ok(Some(AzureRuleName::Deny { port }));
+        let hex = key.len() == AZURE_VM_KEY_LEN
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(bad());
+        }
+        return Ok(Some(AzureRuleName::Deny {
+            port,
+            vm_key: key.to_owned(),
+        }));
     }
     let mut parts = rest.splitn(3, '-');
     let (Some(port), Some(time), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
@@ -398,11 +439,27 @@ mod tests {
             azure_grant_rule_description(&g),
             "jitvm 0f8e-41aa until 2026-11-23T13:00:00Z for slack:T0123/U0456"
         );
-        assert_eq!(azure_deny_rule_name(g.port()), "jitvm-deny-22");
+        let vm = crate::domain::AzureVm::parse(
+            "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/Web-1",
+        )
+        .unwrap();
+        let same = crate::domain::AzureVm::parse(
+            "/SUBSCRIPTIONS/00000000-0000-0000-0000-0000000000A1/resourcegroups/rg/providers/microsoft.compute/virtualmachines/web-1",
+        )
+        .unwrap();
+        let key = azure_vm_key(&vm);
+        assert_eq!(key.len(), AZURE_VM_KEY_LEN);
+        assert_eq!(key, azure_vm_key(&same), "ARM ids are case-insensitive");
+        let deny = azure_deny_rule_name(&vm, g.port());
+        assert_eq!(deny, format!("jitvm-deny-22-{key}"));
         assert_eq!(
-            decode_azure_rule_name("jitvm-deny-22").unwrap(),
-            Some(AzureRuleName::Deny { port: g.port() })
+            decode_azure_rule_name(&deny).unwrap(),
+            Some(AzureRuleName::Deny {
+                port: g.port(),
+                vm_key: key
+            })
         );
+        assert!(azure_deny_rule_description(&vm, g.port()).contains("port 22 of web-1"));
         assert_eq!(decode_azure_rule_name("AllowVnetInBound").unwrap(), None);
         for bad in [
             "jitvm-",
@@ -414,6 +471,9 @@ mod tests {
             "jitvm-22-20261323T130000Z-r1",
             "jitvm-22-20261123T130000Z-r1-",
             "jitvm-deny-x",
+            "jitvm-deny-22",
+            "jitvm-deny-22-XYZ",
+            "jitvm-deny-22-0123456789ab0",
         ] {
             assert!(decode_azure_rule_name(bad).is_err(), "{bad}");
         }
