@@ -113,9 +113,8 @@ impl From<AdapterError> for ApiError {
                 let status = match code.as_str() {
                     "Unsupported" | "UnsupportedCloud" | "CloudNotConfigured"
                     | "RegionNotSwept" | "NoDefaultGroup" => 422,
-                    "JitNotEnabled" | "DuplicateGrant" | "JitGroupConflict" | "JitGroupShared" => {
-                        409
-                    }
+                    "JitNotEnabled" | "DuplicateGrant" | "JitGroupConflict" | "JitGroupShared"
+                    | "PriorityBandFull" | "CannotRestore" => 409,
                     _ => 502,
                 };
                 Self::new(status, code, message)

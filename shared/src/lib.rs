@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod azure;
 pub mod cloud;
 pub mod config;
 pub mod domain;

@@ -23,11 +23,28 @@ impl AwsStack {
     }
 
     /// Builds the clients from an existing config (tests, the local host),
-    /// optionally counting EC2 calls.
+    /// optionally counting EC2 calls. Azure is wired in when the settings
+    /// configure it, with the default retry policy.
     pub fn with_config(
         config: aws_config::SdkConfig,
         settings: &crate::config::Settings,
         counter: Option<CallCounter>,
+    ) -> Self {
+        Self::with_azure_retry(
+            config,
+            settings,
+            counter,
+            crate::azure::RetryPolicy::default(),
+        )
+    }
+
+    /// As [`AwsStack::with_config`], with the Azure client's patience given
+    /// (tests shorten the waits).
+    pub fn with_azure_retry(
+        config: aws_config::SdkConfig,
+        settings: &crate::config::Settings,
+        counter: Option<CallCounter>,
+        retry: crate::azure::RetryPolicy,
     ) -> Self {
         let ec2 = ec2::Ec2Firewall::new(
             &config,
@@ -44,10 +61,18 @@ impl AwsStack {
                 requests: settings.requests_table.clone(),
             },
         );
+        let azure = settings.azure.as_ref().map(|azure| {
+            let policies: Arc<dyn crate::ports::PolicyStore> = Arc::new(store.clone());
+            Arc::new(crate::azure::AzureFirewall::new(
+                azure,
+                retry,
+                Some(policies),
+            )) as Arc<dyn crate::ports::Firewall>
+        });
         Self {
             firewall: crate::cloud::Clouds {
                 aws: Some(Arc::new(ec2)),
-                azure: None,
+                azure,
             },
             store,
             config,

@@ -1,0 +1,516 @@
+//! A small Azure Resource Manager client: the calls the NSG adapter makes,
+//! with ARM's conventions handled once.
+//!
+//! - Every call carries a bearer token ([`TokenSource`]); a 401 saying the
+//!   token expired or is invalid drops the cached token and retries once.
+//! - 429 (throttled), 409 `AnotherOperationInProgress` (the NSG is being
+//!   changed by another call) and 5xx are retried, waiting what
+//!   `Retry-After` says (capped), a bounded number of times.
+//! - PUT answers 200/201 with `Azure-AsyncOperation`: the operation is
+//!   polled until `Succeeded`, `Failed` or `Canceled`, honouring
+//!   `Retry-After`. DELETE answers 200/204 (done), 404 (already gone), or
+//!   202 with `Azure-AsyncOperation` and/or `Location`, polled likewise.
+//! - Lists follow `nextLink`.
+//! - Tokens are only ever sent to the configured ARM base URL: a `nextLink`
+//!   or operation URL pointing elsewhere is refused.
+//!
+//! Errors keep ARM's `error.code`, so the adapter can tell a taken priority
+//! (`SecurityRuleConflict`) from a full NSG (`SecurityRuleCountLimitReached`).
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::token::TokenSource;
+use crate::ports::AdapterError;
+
+/// The Microsoft.Network api-version every network call pins.
+pub const NETWORK_API_VERSION: &str = "2024-05-01";
+/// The Microsoft.Compute api-version every compute call pins.
+pub const COMPUTE_API_VERSION: &str = "2024-07-01";
+
+/// How patient the client is.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included, for throttling, conflicts
+    /// with another operation and server errors.
+    pub attempts: u32,
+    /// The longest single wait, whatever `Retry-After` says.
+    pub max_wait: Duration,
+    /// The wait before the first retry when ARM gives no `Retry-After`;
+    /// doubled each time.
+    pub backoff: Duration,
+    /// The poll interval of a long-running operation without `Retry-After`.
+    pub poll: Duration,
+    /// How long a long-running operation may take before the call fails.
+    pub operation_timeout: Duration,
+    /// Timeout of one HTTP exchange.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            max_wait: Duration::from_secs(20),
+            backoff: Duration::from_millis(500),
+            poll: Duration::from_secs(2),
+            operation_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An ARM error answer, as ARM spelled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmError {
+    /// The HTTP status, or 0 when no answer came.
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    /// No token could be had: the call never reached ARM.
+    pub token: Option<TokenFailure>,
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// It may pass (the endpoint is down or throttling).
+    Transient,
+    /// It will not pass until someone fixes the credential.
+    Permanent,
+}
+
+impl ArmError {
+    pub fn is(&self, code: &str) -> bool {
+        self.code.eq_ignore_ascii_case(code)
+    }
+
+    /// The adapter error for this answer, `doing` saying what was tried.
+    pub fn into_adapter(self, doing: &str) -> AdapterError {
+        match self.token {
+            Some(TokenFailure::Transient) => {
+                return AdapterError::Transient {
+                    message: self.message,
+                    source: None,
+                };
+            }
+            Some(TokenFailure::Permanent) => {
+                return AdapterError::permanent(self.code, self.message);
+            }
+            None => {}
+        }
+        let message = format!(
+            "{doing}: Azure answered {} {}: {}",
+            self.status, self.code, self.message
+        );
+        match self.status {
+            404 => AdapterError::NotFound(message),
+            0 if !self.is("ConnectionFailed") && !self.is("OperationTimedOut") => {
+                AdapterError::permanent(self.code, message)
+            }
+            0 | 408 | 429 | 500..=599 => AdapterError::Transient {
+                message,
+                source: None,
+            },
+            409 if self.is("AnotherOperationInProgress") => AdapterError::Transient {
+                message,
+                source: None,
+            },
+            401 | 403 => AdapterError::permanent(
+                self.code,
+                format!(
+                    "{message} (check that jitvm's app registration holds a role on this scope that may read VMs and NICs and write NSG rules)"
+                ),
+            ),
+            _ => AdapterError::permanent(self.code, message),
+        }
+    }
+}
+
+/// The client.
+pub struct Arm {
+    http: reqwest::Client,
+    base: String,
+    tokens: TokenSource,
+    retry: RetryPolicy,
+}
+
+/// A finished call: status, headers, JSON body (`Null` when empty).
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Arm {
+    pub fn new(http: reqwest::Client, base: &str, tokens: TokenSource, retry: RetryPolicy) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            tokens,
+            retry,
+        }
+    }
+
+    /// GETs a resource by id (a path from the subscription on).
+    pub async fn get(&self, id: &str, api_version: &str) -> Result<Value, ArmError> {
+        let answer = self
+            .call(Method::GET, &self.url(id, api_version), None)
+            .await?;
+        Ok(answer.body)
+    }
+
+    /// GETs every item of a list, following `nextLink`.
+    pub async fn list(&self, path: &str, api_version: &str) -> Result<Vec<Value>, ArmError> {
+        let mut url = self.url(path, api_version);
+        let mut items = Vec::new();
+        for _ in 0..10_000 {
+            let mut body = self.call(Method::GET, &url, None).await?.body;
+            if let Some(Value::Array(page)) = body.get_mut("value").map(Value::take) {
+                items.extend(page);
+            }
+            match body.get("nextLink").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => url = self.own(next)?,
+                _ => return Ok(items),
+            }
+        }
+        Err(local_error(
+            "ListTooLong",
+            format!("{path}: more than 10000 pages"),
+        ))
+    }
+
+    /// PUTs a resource and waits for its operation to finish. Returns
+    /// the body of the PUT's answer.
+    pub async fn put(&self, id: &str, api_version: &str, body: &Value) -> Result<Value, ArmError> {
+        let answer = self
+            .call(Method::PUT, &self.url(id, api_version), Some(body))
+            .await?;
+        if let Some(op) = header(&answer.headers, "azure-asyncoperation") {
+            self.await_operation(&op, &answer.headers).await?;
+        }
+        Ok(answer.body)
+    }
+
+    /// DELETEs a resource and waits for it to be gone. `Ok(false)` when it
+    /// was not there.
+    pub async fn delete(&self, id: &str, api_version: &str) -> Result<bool, ArmError> {
+        let answer = match self
+            .call(Method::DELETE, &self.url(id, api_version), None)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) if e.status == 404 => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if answer.status == StatusCode::NO_CONTENT {
+            return Ok(false);
+        }
+        if answer.status != StatusCode::ACCEPTED {
+            return Ok(true);
+        }
+        if let Some(op) = header(&answer.headers, "azure-asyncoperation") {
+            self.await_operation(&op, &answer.headers).await?;
+        } else if let Some(location) = header(&answer.headers, "location") {
+            self.await_location(&location, &answer.headers).await?;
+        }
+        Ok(true)
+    }
+
+    fn url(&self, path: &str, api_version: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{}{path}{sep}api-version={api_version}", self.base)
+    }
+
+    /// `url` if it is on the ARM base URL (so the token never leaves it).
+    fn own(&self, url: &str) -> Result<String, ArmError> {
+        let rest = url.get(self.base.len()..).unwrap_or("");
+        let same_origin = url
+            .get(..self.base.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(&self.base))
+            && (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'));
+        if same_origin {
+            Ok(url.to_owned())
+        } else {
+            Err(local_error(
+                "UnexpectedUrl",
+                format!(
+                    "ARM pointed at {url}, outside {}; not following it",
+                    self.base
+                ),
+            ))
+        }
+    }
+
+    /// Polls an `Azure-AsyncOperation` URL until the operation ends.
+    async fn await_operation(
+        &self,
+        url: &str,
+        first: &reqwest::header::HeaderMap,
+    ) -> Result<(), ArmError> {
+        let url = self.own(url)?;
+        let deadline = Instant::now() + self.retry.operation_timeout;
+        let mut wait = self.poll_wait(first);
+        loop {
+            self.sleep_until_or_fail(deadline, wait, &url).await?;
+            let answer = self.call(Method::GET, &url, None).await?;
+            let status = answer
+                .body
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match status.to_ascii_lowercase().as_str() {
+                "succeeded" => return Ok(()),
+                "failed" | "canceled" | "cancelled" => {
+                    let err = answer.body.get("error").cloned().unwrap_or_default();
+                    return Err(ArmError {
+                        status: 200,
+                        code: text(&err, "code").unwrap_or_else(|| format!("Operation{status}")),
+                        message: text(&err, "message")
+                            .unwrap_or_else(|| format!("the operation ended {status}")),
+                        token: None,
+                    });
+                }
+                _ => wait = self.poll_wait(&answer.headers),
+            }
+        }
+    }
+
+    /// Polls a `Location` URL until it stops answering 202.
+    async fn await_location(
+        &self,
+        url: &str,
+        first: &reqwest::header::HeaderMap,
+    ) -> Result<(), ArmError> {
+        let url = self.own(url)?;
+        let deadline = Instant::now() + self.retry.operation_timeout;
+        let mut wait = self.poll_wait(first);
+        loop {
+            self.sleep_until_or_fail(deadline, wait, &url).await?;
+            let answer = self.call(Method::GET, &url, None).await?;
+            if answer.status != StatusCode::ACCEPTED {
+                return Ok(());
+            }
+            wait = self.poll_wait(&answer.headers);
+        }
+    }
+
+    async fn sleep_until_or_fail(
+        &self,
+        deadline: Instant,
+        wait: Duration,
+        url: &str,
+    ) -> Result<(), ArmError> {
+        if Instant::now() + wait > deadline {
+            return Err(ArmError {
+                token: None,
+                status: 0,
+                code: "OperationTimedOut".into(),
+                message: format!(
+                    "the operation {url} did not finish within {} s",
+                    self.retry.operation_timeout.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn poll_wait(&self, headers: &reqwest::header::HeaderMap) -> Duration {
+        retry_after(headers)
+            .unwrap_or(self.retry.poll)
+            .min(self.retry.max_wait)
+    }
+
+    /// One call, with the retries ARM calls for. An error answer becomes
+    /// `Err` with ARM's code.
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, ArmError> {
+        let mut backoff = self.retry.backoff;
+        let mut renewed = false;
+        let mut attempt = 1;
+        loop {
+            let token = self.tokens.token().await.map_err(|e| {
+                let (failure, code) = match &e {
+                    AdapterError::Permanent { code, .. } => (TokenFailure::Permanent, code.clone()),
+                    _ => (TokenFailure::Transient, "AzureTokenUnavailable".to_owned()),
+                };
+                ArmError {
+                    status: 0,
+                    code,
+                    message: e.to_string(),
+                    token: Some(failure),
+                }
+            })?;
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(token)
+                .timeout(self.retry.request_timeout);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = request.send().await;
+            let (status, headers, bytes) = match outcome {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(bytes) => (status, headers, bytes),
+                        Err(e) => {
+                            if attempt < self.retry.attempts {
+                                attempt += 1;
+                                tokio::time::sleep(backoff.min(self.retry.max_wait)).await;
+                                backoff *= 2;
+                                continue;
+                            }
+                            return Err(local_error("ConnectionFailed", e.to_string()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if attempt < self.retry.attempts {
+                        attempt += 1;
+                        tokio::time::sleep(backoff.min(self.retry.max_wait)).await;
+                        backoff *= 2;
+                        continue;
+                    }
+                    return Err(local_error(
+                        "ConnectionFailed",
+                        format!("{method} {}: {e}", strip_query(url)),
+                    ));
+                }
+            };
+            let json: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            if status.is_success() {
+                return Ok(Answer {
+                    status,
+                    headers,
+                    body: json,
+                });
+            }
+            let err = ArmError {
+                token: None,
+                status: status.as_u16(),
+                code: json
+                    .get("error")
+                    .and_then(|e| text(e, "code"))
+                    .unwrap_or_else(|| {
+                        status
+                            .canonical_reason()
+                            .unwrap_or("Error")
+                            .replace(' ', "")
+                    }),
+                message: json
+                    .get("error")
+                    .and_then(|e| text(e, "message"))
+                    .unwrap_or_else(|| format!("{method} {}", strip_query(url))),
+            };
+            let expired_token = status == StatusCode::UNAUTHORIZED
+                && (err.is("ExpiredAuthenticationToken") || err.is("InvalidAuthenticationToken"));
+            if expired_token && !renewed {
+                renewed = true;
+                self.tokens.invalidate().await;
+                continue;
+            }
+            let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                || status.is_server_error()
+                || (status == StatusCode::CONFLICT && err.is("AnotherOperationInProgress"));
+            if retryable && attempt < self.retry.attempts {
+                attempt += 1;
+                let wait = retry_after(&headers)
+                    .unwrap_or(backoff)
+                    .min(self.retry.max_wait);
+                tracing::warn!(status = status.as_u16(), code = %err.code, wait_ms = wait.as_millis() as u64, url = %strip_query(url), "ARM asked to retry");
+                tokio::time::sleep(wait).await;
+                backoff *= 2;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+fn local_error(code: &str, message: String) -> ArmError {
+    ArmError {
+        status: 0,
+        code: code.to_owned(),
+        message,
+        token: None,
+    }
+}
+
+fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// `Retry-After` in seconds (ARM does not send the HTTP-date form).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    header(headers, "retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn strip_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_what_the_caller_should_do() {
+        let e = |status, code: &str| ArmError {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            token: None,
+        };
+        assert!(matches!(
+            e(404, "NotFound").into_adapter("x"),
+            AdapterError::NotFound(_)
+        ));
+        assert!(e(429, "TooManyRequests").into_adapter("x").is_retryable());
+        assert!(
+            e(409, "AnotherOperationInProgress")
+                .into_adapter("x")
+                .is_retryable()
+        );
+        assert!(
+            e(503, "ServiceUnavailable")
+                .into_adapter("x")
+                .is_retryable()
+        );
+        match e(400, "SecurityRuleConflict").into_adapter("opening") {
+            AdapterError::Permanent { code, message } => {
+                assert_eq!(code, "SecurityRuleConflict");
+                assert!(message.starts_with("opening: Azure answered 400"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match e(403, "AuthorizationFailed").into_adapter("x") {
+            AdapterError::Permanent { message, .. } => assert!(message.contains("role")),
+            other => panic!("{other:?}"),
+        }
+    }
+}
