@@ -234,4 +234,5 @@ pub async fn launch(
         eni_id,
     }
 }
+pub mod arm_fake;
 pub mod stack;
