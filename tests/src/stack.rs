@@ -1,15 +1,19 @@
 //! The whole local stack in one test: moto (one region per test, so tests
-//! cannot see each other's rules), the local host's handlers behind a real
-//! HTTP listener on loopback, and clients to look at EC2 directly.
+//! cannot see each other's rules), an ARM fake of its own for Azure, the
+//! local host's handlers behind a real HTTP listener on loopback, and
+//! clients to look at EC2 and the fake directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jitvm_core::aws::{AwsStack, CallCounter};
+use jitvm_core::azure::RetryPolicy;
 use jitvm_core::config::Settings;
 use jitvm_local::{Host, Tokens};
+use serde_json::{Value, json};
 
 use crate::Moto;
+use crate::arm_fake::ArmFake;
 
 /// Tokens every stack accepts: `admin` may write policies.
 pub const ADMIN: &str = "admin-token-0001";
@@ -24,6 +28,37 @@ pub struct Stack {
     pub sqs: aws_sdk_sqs::Client,
     pub region: String,
     pub counter: CallCounter,
+    /// The Azure side: an ARM fake that only this stack uses.
+    pub arm: ArmFake,
+}
+
+/// The Azure subscription of every stack's ARM fake.
+pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000c0de";
+
+/// The Azure client's patience in tests: the fake's waits are real, but
+/// short.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 6,
+        max_wait: std::time::Duration::from_secs(2),
+        backoff: std::time::Duration::from_millis(20),
+        poll: std::time::Duration::from_millis(10),
+        operation_timeout: std::time::Duration::from_secs(10),
+        request_timeout: std::time::Duration::from_secs(10),
+    }
+}
+
+/// Settings for the Azure side pointed at `arm`.
+pub fn azure_env(arm: &ArmFake, name: &str) -> Option<String> {
+    use crate::arm_fake::{CLIENT_ID, CLIENT_SECRET, TENANT};
+    match name {
+        "JITVM_AZURE_TENANT_ID" => Some(TENANT.into()),
+        "JITVM_AZURE_CLIENT_ID" => Some(CLIENT_ID.into()),
+        "JITVM_AZURE_CLIENT_SECRET" => Some(CLIENT_SECRET.into()),
+        "JITVM_AZURE_AUTHORITY_URL" | "JITVM_AZURE_ARM_URL" => Some(arm.base_url()),
+        "JITVM_AZURE_SUBSCRIPTIONS" => Some(SUBSCRIPTION.into()),
+        _ => None,
+    }
 }
 
 impl Stack {
@@ -31,17 +66,24 @@ impl Stack {
     pub async fn start(region: &str) -> Stack {
         let moto = Moto::shared();
         let config = moto.config_in(region).await;
+        let arm = ArmFake::start().await;
+        arm.add_resource_group(SUBSCRIPTION, "rg-stack");
         let settings = Settings::from_lookup(|name| match name {
             "JITVM_ADMINS" => Some("local:admin".into()),
             "JITVM_POLICIES_TABLE" => Some(crate::unique("policies")),
             "JITVM_REQUESTS_TABLE" => Some(crate::unique("requests")),
             "JITVM_REQUEST_QUEUE" => Some(format!("{}.fifo", crate::unique("requests"))),
             "JITVM_REGIONS" => Some(region.to_owned()),
-            _ => None,
+            other => azure_env(&arm, other),
         })
         .expect("test settings are valid");
         let counter = CallCounter::default();
-        let aws = AwsStack::with_config(config.clone(), &settings, Some(counter.clone()));
+        let aws = AwsStack::with_azure_retry(
+            config.clone(),
+            &settings,
+            Some(counter.clone()),
+            fast_retry(),
+        );
         let tokens = Tokens::parse(&format!("admin={ADMIN},alice={ALICE},bob={BOB}"))
             .expect("test tokens are valid");
         let host = Arc::new(
@@ -69,6 +111,7 @@ impl Stack {
             sqs: aws_sdk_sqs::Client::new(&config),
             region: region.to_owned(),
             counter,
+            arm,
         }
     }
 
@@ -182,4 +225,68 @@ pub fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+// Calls every end-to-end test makes, cloud or not.
+
+/// Enables JIT on `vm` as the admin with `policy`; returns the stored policy.
+pub async fn enable(stack: &Stack, vm: &str, policy: Value) -> Value {
+    let (status, body) = stack
+        .call(
+            reqwest::Method::PUT,
+            &Stack::policy_path(vm),
+            Some(ADMIN),
+            Some(policy.to_string()),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "enable: {status} {body}");
+    body
+}
+
+/// The body of a request for one port of `vm`.
+pub fn ask(vm: &str, port: Value) -> String {
+    json!({"virtualMachines": [{"id": vm, "ports": [port]}], "justification": "deploy fix"})
+        .to_string()
+}
+
+/// Submits a request as `token`.
+pub async fn request(stack: &Stack, token: &str, body: String) -> (u16, Value) {
+    stack
+        .call(
+            reqwest::Method::POST,
+            "/v1/requests",
+            Some(token),
+            Some(body),
+        )
+        .await
+}
+
+/// A request record, read as the admin.
+pub async fn record(stack: &Stack, id: &str) -> Value {
+    let (status, body) = stack
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/requests/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The first port of a record's only VM.
+pub fn port0(record: &Value) -> &Value {
+    &record["virtualMachines"][0]["ports"][0]
+}
+
+/// Polls the queue until it is empty.
+pub async fn drain(stack: &Stack) {
+    for _ in 0..10 {
+        let report = stack.host.poll_once(1).await.expect("poll");
+        if report.received == 0 {
+            return;
+        }
+    }
+    panic!("the queue did not drain");
 }

@@ -3,68 +3,15 @@
 //! Each test has its own moto region, so no test sees another's rules.
 
 use jiff::{SignedDuration, Timestamp};
-use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack};
+use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack, ask, drain, enable, port0, record, request};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// Enables JIT on `vm` as the admin with `policy`; returns the stored policy.
-async fn enable(stack: &Stack, vm: &str, policy: Value) -> Value {
-    let (status, body) = stack
-        .call(
-            Method::PUT,
-            &Stack::policy_path(vm),
-            Some(ADMIN),
-            Some(policy.to_string()),
-        )
-        .await;
-    assert!(status == 201 || status == 200, "enable: {status} {body}");
-    body
-}
 
 fn ssh_policy() -> Value {
     json!({"ports": [{"number": 22, "protocol": "tcp",
         "allowedSourceAddressPrefixes": ["198.51.100.0/24", "2001:db8::/32"],
         "maxRequestAccessDuration": "PT3H"}],
         "requesters": ["local:alice"]})
-}
-
-fn ask(vm: &str, port: Value) -> String {
-    json!({"virtualMachines": [{"id": vm, "ports": [port]}], "justification": "deploy fix"})
-        .to_string()
-}
-
-async fn request(stack: &Stack, token: &str, body: String) -> (u16, Value) {
-    stack
-        .call(Method::POST, "/v1/requests", Some(token), Some(body))
-        .await
-}
-
-async fn record(stack: &Stack, id: &str) -> Value {
-    let (status, body) = stack
-        .call(
-            Method::GET,
-            &format!("/v1/requests/{id}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-fn port0(record: &Value) -> &Value {
-    &record["virtualMachines"][0]["ports"][0]
-}
-
-/// Polls the queue until it is empty.
-async fn drain(stack: &Stack) {
-    for _ in 0..10 {
-        let report = stack.host.poll_once(1).await.expect("poll");
-        if report.received == 0 {
-            return;
-        }
-    }
-    panic!("the queue did not drain");
 }
 
 fn tags(
