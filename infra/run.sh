@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The local stack, with no AWS account: moto for EC2/SQS/DynamoDB on
-# loopback, a demo VPC and instance, and the local host running the same
-# handlers as the Lambda functions.
+# The local stack, with no AWS or Azure account: moto for EC2/SQS/DynamoDB
+# and the ARM fake for Azure on loopback, a demo instance and a demo Azure
+# VM, and the local host running the same handlers as the Lambda functions.
+# With JITVM_AZURE_TENANT_ID already set, real Azure is used instead of the
+# fake (give the other JITVM_AZURE_* variables too).
 #
 #   bash infra/run.sh          start it and print how to use it (Ctrl-C stops)
 #   bash infra/run.sh --demo   run a short scenario end to end, then stop
@@ -11,6 +13,7 @@ cd "$root"
 mode="${1:-serve}"
 
 moto_port="${JITVM_MOTO_PORT:-5050}"
+arm_port="${JITVM_ARM_FAKE_PORT:-8081}"
 export JITVM_LISTEN="${JITVM_LISTEN:-127.0.0.1:8080}"
 export JITVM_LOCAL_TOKENS="${JITVM_LOCAL_TOKENS:-admin=admin-token-1,alice=alice-token-1,bob=bob-token-1}"
 export JITVM_ADMINS="${JITVM_ADMINS:-local:admin}"
@@ -49,9 +52,32 @@ vm="$(.venv/bin/python infra/seed.py)"
 echo "$vm" > .jitvm/demo-instance
 echo "   $vm"
 
-echo "== building the local host (the first build takes several minutes)"
-cargo build --quiet -p jitvm-local
+echo "== building the local host and the ARM fake (the first build takes several minutes)"
+cargo build --quiet -p jitvm-local -p jitvm-tests --bin jitvm-local --bin jitvm-arm-fake
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/jitvm-local"
+fake="${CARGO_TARGET_DIR:-$root/target}/debug/jitvm-arm-fake"
+
+azure_vm=""
+if [ -z "${JITVM_AZURE_TENANT_ID:-}" ]; then
+    echo "== starting the ARM fake on 127.0.0.1:${arm_port} (log: .jitvm/arm-fake.log)"
+    "$fake" --listen "127.0.0.1:${arm_port}" --ignore-stdin < /dev/null > .jitvm/arm-fake.out 2> .jitvm/arm-fake.log &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        [ -s .jitvm/arm-fake.out ] && break
+        sleep 0.1
+    done
+    azure_vm="$(head -n 1 .jitvm/arm-fake.out)"
+    [ -n "$azure_vm" ] || { echo "the ARM fake did not start; see .jitvm/arm-fake.log" >&2; exit 1; }
+    echo "   $azure_vm"
+    # The fake's app registration (tests/src/arm_fake.rs: TENANT, CLIENT_ID, CLIENT_SECRET).
+    export JITVM_AZURE_TENANT_ID="72f988bf-0000-4000-8000-000000000001"
+    export JITVM_AZURE_CLIENT_ID="6d2c5e3a-0000-4000-8000-00000000c1d0"
+    export JITVM_AZURE_CLIENT_SECRET="fake-secret~0123456789abcdefghijklmnopqrstuv"
+    export JITVM_AZURE_AUTHORITY_URL="http://127.0.0.1:${arm_port}"
+    export JITVM_AZURE_ARM_URL="http://127.0.0.1:${arm_port}"
+    export JITVM_AZURE_SUBSCRIPTIONS="00000000-0000-0000-0000-0000000000a1"
+    echo "$azure_vm" > .jitvm/demo-azure-vm
+fi
 
 echo "== starting the local host on ${JITVM_LISTEN} (log: .jitvm/host.log)"
 "$bin" > .jitvm/host.log 2>&1 &
@@ -59,7 +85,7 @@ pids+=($!)
 wait_for "http://${JITVM_LISTEN}/healthz" 60
 
 if [ "$mode" = "--demo" ]; then
-    .venv/bin/python infra/demo.py "$vm"
+    .venv/bin/python infra/demo.py "$vm" "$azure_vm"
     exit 0
 fi
 
@@ -88,4 +114,19 @@ Tokens: admin-token-1 (local:admin, may write policies), alice-token-1, bob-toke
 
 The moto endpoint is ${AWS_ENDPOINT_URL} (AWS CLI: --endpoint-url ${AWS_ENDPOINT_URL}).
 INFO
+if [ -n "$azure_vm" ]; then
+    aenc="$(.venv/bin/python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$azure_vm")"
+    cat <<AZURE
+The same for the demo Azure VM on the ARM fake (http://127.0.0.1:${arm_port}):
+
+   curl -s -X PUT http://${JITVM_LISTEN}/v1/policies/${aenc} \\
+     -H 'Authorization: Bearer admin-token-1' -H 'Content-Type: application/json' \\
+     -d '{"ports":[{"number":22,"protocol":"tcp","allowedSourceAddressPrefixes":["198.51.100.0/24"],"maxRequestAccessDuration":"PT1H"}],"requesters":["local:alice"]}'
+
+   curl -s -X POST http://${JITVM_LISTEN}/v1/requests \\
+     -H 'Authorization: Bearer alice-token-1' -H 'Content-Type: application/json' \\
+     -d '{"virtualMachines":[{"id":"${azure_vm}","ports":[{"number":22,"duration":"PT2M","allowedSourceAddressPrefix":"198.51.100.7"}]}]}'
+
+AZURE
+fi
 wait "${pids[-1]}"
