@@ -290,3 +290,21 @@ pub async fn drain(stack: &Stack) {
     }
     panic!("the queue did not drain");
 }
+
+/// Seeds, on this stack's ARM fake, a VM `name` at `ip` in resource group
+/// `rg` whose NIC carries an NSG of its own; returns (VM id, NSG id).
+pub fn azure_vm(arm: &ArmFake, rg: &str, name: &str, ip: &str) -> (String, String) {
+    let nsg = arm.add_nsg(SUBSCRIPTION, rg, &format!("{name}-nsg"));
+    let subnet = arm.add_subnet(
+        SUBSCRIPTION,
+        rg,
+        &format!("{name}-vnet"),
+        "default",
+        "10.0.0.0/24",
+        None,
+    );
+    (
+        arm.add_vm(SUBSCRIPTION, rg, name, &subnet, ip, Some(&nsg)),
+        nsg,
+    )
+}

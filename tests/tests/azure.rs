@@ -10,7 +10,7 @@ use jitvm_core::ports::{AdapterError, Firewall, PolicyStore};
 use jitvm_core::request::{AccessRequest, InitiateBody, RequestId};
 use jitvm_core::{Decision, Grant, Policy, PolicyDocument, Principal, VmId, evaluate};
 use jitvm_tests::arm_fake::{ArmFake, CLIENT_ASSERTION, Fault, FaultKind};
-use jitvm_tests::stack::{SUBSCRIPTION, Stack, azure_env, enable, fast_retry};
+use jitvm_tests::stack::{SUBSCRIPTION, Stack, azure_env, azure_vm, enable, fast_retry};
 use serde_json::{Value, json};
 
 const RG: &str = "rg-adapter";
@@ -34,16 +34,7 @@ fn firewall(arm: &ArmFake) -> AzureFirewall {
 
 /// A VM with an NSG on its NIC; returns (vm id, nsg id).
 fn world(arm: &ArmFake, name: &str) -> (VmId, String) {
-    let nsg = arm.add_nsg(SUBSCRIPTION, RG, &format!("{name}-nsg"));
-    let subnet = arm.add_subnet(
-        SUBSCRIPTION,
-        RG,
-        &format!("{name}-vnet"),
-        "default",
-        "10.0.0.0/24",
-        None,
-    );
-    let vm = arm.add_vm(SUBSCRIPTION, RG, name, &subnet, "10.0.0.4", Some(&nsg));
+    let (vm, nsg) = azure_vm(arm, RG, name, "10.0.0.4");
     (VmId::parse(&vm).unwrap(), nsg)
 }
 

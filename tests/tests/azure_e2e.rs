@@ -8,7 +8,7 @@ use jitvm_core::VmId;
 use jitvm_core::rule::{AZURE_VM_KEY_LEN, azure_vm_key};
 use jitvm_tests::arm_fake::{ArmFake, Fault, FaultKind};
 use jitvm_tests::stack::{
-    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, ask, drain, enable, port0, record, request,
+    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, ask, azure_vm, drain, enable, port0, record, request,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -25,16 +25,7 @@ struct AzureWorld {
 }
 
 fn world(arm: &ArmFake, name: &str, ip: &str) -> AzureWorld {
-    let nsg = arm.add_nsg(SUBSCRIPTION, RG, &format!("{name}-nsg"));
-    let subnet = arm.add_subnet(
-        SUBSCRIPTION,
-        RG,
-        &format!("{name}-vnet"),
-        "default",
-        "10.0.0.0/24",
-        None,
-    );
-    let vm = arm.add_vm(SUBSCRIPTION, RG, name, &subnet, ip, Some(&nsg));
+    let (vm, nsg) = azure_vm(arm, RG, name, ip);
     AzureWorld { vm, nsg }
 }
 

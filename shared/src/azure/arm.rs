@@ -250,32 +250,28 @@ impl Arm {
         url: &str,
         first: &reqwest::header::HeaderMap,
     ) -> Result<(), ArmError> {
-        let url = self.own(url)?;
-        let deadline = Instant::now() + self.retry.operation_timeout;
-        let mut wait = self.poll_wait(first);
-        loop {
-            self.sleep_until_or_fail(deadline, wait, &url).await?;
-            let answer = self.call(Method::GET, &url, None).await?;
+        self.poll(url, first, |answer| {
             let status = answer
                 .body
                 .get("status")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             match status.to_ascii_lowercase().as_str() {
-                "succeeded" => return Ok(()),
+                "succeeded" => Some(Ok(())),
                 "failed" | "canceled" | "cancelled" => {
                     let err = answer.body.get("error").cloned().unwrap_or_default();
-                    return Err(ArmError {
+                    Some(Err(ArmError {
                         status: 200,
                         code: text(&err, "code").unwrap_or_else(|| format!("Operation{status}")),
                         message: text(&err, "message")
                             .unwrap_or_else(|| format!("the operation ended {status}")),
                         token: None,
-                    });
+                    }))
                 }
-                _ => wait = self.poll_wait(&answer.headers),
+                _ => None,
             }
-        }
+        })
+        .await
     }
 
     /// Polls a `Location` URL until it stops answering 202.
@@ -284,14 +280,28 @@ impl Arm {
         url: &str,
         first: &reqwest::header::HeaderMap,
     ) -> Result<(), ArmError> {
+        self.poll(url, first, |answer| {
+            (answer.status != StatusCode::ACCEPTED).then_some(Ok(()))
+        })
+        .await
+    }
+
+    /// GETs `url` (after the wait `Retry-After` asks for) until `done` says
+    /// how it ended, or the operation timeout passes.
+    async fn poll(
+        &self,
+        url: &str,
+        first: &reqwest::header::HeaderMap,
+        done: impl Fn(&Answer) -> Option<Result<(), ArmError>>,
+    ) -> Result<(), ArmError> {
         let url = self.own(url)?;
         let deadline = Instant::now() + self.retry.operation_timeout;
         let mut wait = self.poll_wait(first);
         loop {
             self.sleep_until_or_fail(deadline, wait, &url).await?;
             let answer = self.call(Method::GET, &url, None).await?;
-            if answer.status != StatusCode::ACCEPTED {
-                return Ok(());
+            if let Some(outcome) = done(&answer) {
+                return outcome;
             }
             wait = self.poll_wait(&answer.headers);
         }
