@@ -43,7 +43,8 @@ pub struct AzureConfig {
     pub tenant_id: String,
     /// `JITVM_AZURE_CLIENT_ID`: the app registration's client id.
     pub client_id: String,
-    /// `JITVM_AZURE_CLIENT_SECRET`, or `JITVM_AZURE_FEDERATED_TOKEN_FILE`.
+    /// `JITVM_AZURE_CLIENT_SECRET`, `JITVM_AZURE_CLIENT_SECRET_ARN` or
+    /// `JITVM_AZURE_FEDERATED_TOKEN_FILE`: exactly one.
     pub credential: AzureCredential,
     /// `JITVM_AZURE_AUTHORITY_URL`, default `https://login.microsoftonline.com`.
     pub authority_url: String,
@@ -71,6 +72,10 @@ pub enum AzureCredential {
     /// A file holding a signed client assertion (a JWT), re-read for each
     /// token: workload identity federation writes and rotates such a file.
     AssertionFile(std::path::PathBuf),
+    /// The ARN of a Secrets Manager secret whose `SecretString` is the
+    /// client secret; read once at start-up (see
+    /// [`crate::aws::AwsStack::connect`]), then held as [`Self::Secret`].
+    SecretArn(String),
 }
 
 impl std::fmt::Debug for AzureCredential {
@@ -80,6 +85,7 @@ impl std::fmt::Debug for AzureCredential {
             AzureCredential::AssertionFile(path) => {
                 f.debug_tuple("AssertionFile").field(path).finish()
             }
+            AzureCredential::SecretArn(arn) => f.debug_tuple("SecretArn").field(arn).finish(),
         }
     }
 }
@@ -206,22 +212,37 @@ fn azure_config(
             "required with JITVM_AZURE_TENANT_ID: the app registration's client id",
         )
     })?;
-    let credential = match (
-        set("JITVM_AZURE_CLIENT_SECRET"),
-        set("JITVM_AZURE_FEDERATED_TOKEN_FILE"),
-    ) {
-        (Some(secret), None) => AzureCredential::Secret(secret),
-        (None, Some(path)) => AzureCredential::AssertionFile(path.trim().into()),
-        (Some(_), Some(_)) => {
+    let given: Vec<(&str, String)> = [
+        "JITVM_AZURE_CLIENT_SECRET",
+        "JITVM_AZURE_CLIENT_SECRET_ARN",
+        "JITVM_AZURE_FEDERATED_TOKEN_FILE",
+    ]
+    .into_iter()
+    .filter_map(|name| set(name).map(|v| (name, v)))
+    .collect();
+    let credential = match given.as_slice() {
+        [("JITVM_AZURE_CLIENT_SECRET", secret)] => AzureCredential::Secret(secret.clone()),
+        [("JITVM_AZURE_CLIENT_SECRET_ARN", arn)] => {
+            let arn = arn.trim();
+            if !arn.starts_with("arn:") || !arn.contains(":secretsmanager:") {
+                return Err(missing(
+                    "JITVM_AZURE_CLIENT_SECRET_ARN",
+                    &format!("{arn:?} is not the ARN of a Secrets Manager secret"),
+                ));
+            }
+            AzureCredential::SecretArn(arn.to_owned())
+        }
+        [(_, path)] => AzureCredential::AssertionFile(path.trim().into()),
+        [] => {
             return Err(missing(
                 "JITVM_AZURE_CLIENT_SECRET",
-                "give either a client secret or JITVM_AZURE_FEDERATED_TOKEN_FILE, not both",
+                "required with JITVM_AZURE_TENANT_ID (or JITVM_AZURE_CLIENT_SECRET_ARN, or JITVM_AZURE_FEDERATED_TOKEN_FILE for workload identity federation)",
             ));
         }
-        (None, None) => {
+        _ => {
             return Err(missing(
                 "JITVM_AZURE_CLIENT_SECRET",
-                "required with JITVM_AZURE_TENANT_ID (or JITVM_AZURE_FEDERATED_TOKEN_FILE for workload identity federation)",
+                "give one of JITVM_AZURE_CLIENT_SECRET, JITVM_AZURE_CLIENT_SECRET_ARN and JITVM_AZURE_FEDERATED_TOKEN_FILE, not several",
             ));
         }
     };
@@ -345,6 +366,12 @@ mod tests {
             fed.credential,
             AzureCredential::AssertionFile("/var/run/token".into())
         );
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:jitvm-azure-AbCdEf";
+        let stored = from(&[tenant, client, ("JITVM_AZURE_CLIENT_SECRET_ARN", arn)])
+            .unwrap()
+            .azure
+            .unwrap();
+        assert_eq!(stored.credential, AzureCredential::SecretArn(arn.into()));
 
         let fake = from(&[
             tenant,
@@ -371,6 +398,23 @@ mod tests {
         let err = |pairs: &[(&str, &str)]| from(pairs).unwrap_err().name;
         assert_eq!(err(&[tenant]), "JITVM_AZURE_CLIENT_ID");
         assert_eq!(err(&[tenant, client]), "JITVM_AZURE_CLIENT_SECRET");
+        assert_eq!(
+            err(&[
+                tenant,
+                client,
+                secret,
+                ("JITVM_AZURE_FEDERATED_TOKEN_FILE", "/t")
+            ]),
+            "JITVM_AZURE_CLIENT_SECRET"
+        );
+        assert_eq!(
+            err(&[
+                tenant,
+                client,
+                ("JITVM_AZURE_CLIENT_SECRET_ARN", "my-secret")
+            ]),
+            "JITVM_AZURE_CLIENT_SECRET_ARN"
+        );
         assert_eq!(
             err(&[
                 tenant,

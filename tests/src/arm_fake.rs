@@ -1074,14 +1074,14 @@ impl World {
                 format!("The subscription '{sub}' could not be found."),
             ));
         }
-        if let Some(rg) = rg {
-            if !self.rgs.contains(&(sub_l, rg.to_ascii_lowercase())) {
-                return Err(ArmError::new(
-                    StatusCode::NOT_FOUND,
-                    "ResourceGroupNotFound",
-                    format!("Resource group '{rg}' could not be found."),
-                ));
-            }
+        if let Some(rg) = rg
+            && !self.rgs.contains(&(sub_l, rg.to_ascii_lowercase()))
+        {
+            return Err(ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceGroupNotFound",
+                format!("Resource group '{rg}' could not be found."),
+            ));
         }
         Ok(())
     }
@@ -1160,44 +1160,41 @@ impl World {
         let failed = matches!(outcome, Outcome::Failed(..));
         match kind {
             OpKind::PutRule { nsg, previous } => {
-                if let Some(nsg) = self.nsgs.get_mut(&nsg) {
-                    if let Some(idx) = nsg
+                if let Some(nsg) = self.nsgs.get_mut(&nsg)
+                    && let Some(idx) = nsg
                         .rules
                         .iter()
                         .position(|r| r.pending.as_deref() == Some(id))
-                    {
-                        if !failed {
-                            nsg.rules[idx].state = Prov::Succeeded;
-                            nsg.rules[idx].pending = None;
-                        } else if let Some(previous) = previous {
-                            let mut previous = *previous;
-                            previous.state = Prov::Succeeded;
-                            previous.pending = None;
-                            previous.etag = new_etag();
-                            nsg.rules[idx] = previous;
-                        } else {
-                            nsg.rules.remove(idx);
-                        }
-                        nsg.etag = new_etag();
+                {
+                    if !failed {
+                        nsg.rules[idx].state = Prov::Succeeded;
+                        nsg.rules[idx].pending = None;
+                    } else if let Some(previous) = previous {
+                        let mut previous = *previous;
+                        previous.state = Prov::Succeeded;
+                        previous.pending = None;
+                        previous.etag = new_etag();
+                        nsg.rules[idx] = previous;
+                    } else {
+                        nsg.rules.remove(idx);
                     }
+                    nsg.etag = new_etag();
                 }
             }
             OpKind::DeleteRule { nsg, removed } => {
-                if failed {
-                    if let Some(nsg) = self.nsgs.get_mut(&nsg) {
-                        if !nsg
-                            .rules
-                            .iter()
-                            .any(|r| r.name.eq_ignore_ascii_case(&removed.name))
-                        {
-                            let mut rule = *removed;
-                            rule.state = Prov::Succeeded;
-                            rule.pending = None;
-                            rule.etag = new_etag();
-                            nsg.rules.push(rule);
-                            nsg.etag = new_etag();
-                        }
-                    }
+                if failed
+                    && let Some(nsg) = self.nsgs.get_mut(&nsg)
+                    && !nsg
+                        .rules
+                        .iter()
+                        .any(|r| r.name.eq_ignore_ascii_case(&removed.name))
+                {
+                    let mut rule = *removed;
+                    rule.state = Prov::Succeeded;
+                    rule.pending = None;
+                    rule.etag = new_etag();
+                    nsg.rules.push(rule);
+                    nsg.etag = new_etag();
                 }
             }
             OpKind::Noop => {}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use jitvm_core::aws::resolve_secrets;
 use jitvm_core::azure::AzureFirewall;
 use jitvm_core::config::{AzureConfig, Settings};
 use jitvm_core::ports::{AdapterError, Firewall, PolicyStore};
@@ -392,5 +393,54 @@ async fn the_sweep_reads_the_nsgs_that_policies_name() {
     assert!(
         found[0].decoded.as_ref().unwrap().expires
             > Timestamp::now() + SignedDuration::from_mins(59)
+    );
+}
+
+#[tokio::test]
+async fn the_client_secret_can_come_from_secrets_manager() {
+    let arm = ArmFake::start().await;
+    let (vm, _) = world(&arm, "sm-1");
+    let aws = jitvm_tests::Moto::shared().config_in("eu-west-3").await;
+    let arn = aws_sdk_secretsmanager::Client::new(&aws)
+        .create_secret()
+        .name(jitvm_tests::unique("jitvm-azure"))
+        .secret_string(jitvm_tests::arm_fake::CLIENT_SECRET)
+        .send()
+        .await
+        .expect("moto stores the secret")
+        .arn
+        .expect("an ARN");
+    let fake = &arm;
+    let by_arn = |arn: String| {
+        Settings::from_lookup(move |name| match name {
+            "JITVM_AZURE_CLIENT_SECRET" => None,
+            "JITVM_AZURE_CLIENT_SECRET_ARN" => Some(arn.clone()),
+            other => azure_env(fake, other),
+        })
+        .expect("valid settings")
+    };
+    let settings = by_arn(arn.clone());
+    assert!(matches!(
+        settings.azure.as_ref().unwrap().credential,
+        jitvm_core::config::AzureCredential::SecretArn(_)
+    ));
+    let resolved = resolve_secrets(&aws, &settings).await.unwrap();
+    let fw = AzureFirewall::new(resolved.azure.as_ref().unwrap(), fast_retry(), None);
+    assert!(
+        fw.inspect(&vm).await.is_ok(),
+        "the secret read from Secrets Manager works"
+    );
+
+    // Unresolved, the adapter says so instead of sending nothing.
+    let unresolved = AzureFirewall::new(settings.azure.as_ref().unwrap(), fast_retry(), None);
+    match unresolved.inspect(&vm).await {
+        Err(AdapterError::Permanent { code, .. }) => assert_eq!(code, "AzureCredentialUnresolved"),
+        other => panic!("{other:?}"),
+    }
+    let missing = by_arn("arn:aws:secretsmanager:eu-west-3:123456789012:secret:nope-AbCdEf".into());
+    let err = resolve_secrets(&aws, &missing).await.unwrap_err();
+    assert!(
+        err.to_string().contains("reading the Azure client secret"),
+        "{err}"
     );
 }

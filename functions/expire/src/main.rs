@@ -12,7 +12,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await;
+    let aws = AwsStack::connect(&settings).await?;
     let app = ExpireApp {
         firewall: &aws.firewall,
         requests: &aws.store,

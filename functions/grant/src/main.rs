@@ -12,7 +12,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await;
+    let aws = AwsStack::connect(&settings).await?;
     let app = GrantApp {
         policies: &aws.store,
         requests: &aws.store,

@@ -9,7 +9,7 @@ use jitvm_policy::{PolicyApi, handle};
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await;
+    let aws = AwsStack::connect(&settings).await?;
     let api = PolicyApi {
         firewall: &aws.firewall,
         policies: &aws.store,

@@ -9,7 +9,7 @@ use jitvm_request::{RequestApi, handle};
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await;
+    let aws = AwsStack::connect(&settings).await?;
     let queue = aws.queue(&settings).await?;
     let api = RequestApi {
         policies: &aws.store,

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|s| *s > 0)
         .ok_or("JITVM_SWEEP_INTERVAL_SECS must be a whole number of seconds above 0")?;
     let tokens = Tokens::parse(&std::env::var("JITVM_LOCAL_TOKENS").unwrap_or_default())?;
-    let aws = AwsStack::connect(&settings).await;
+    let aws = AwsStack::connect(&settings).await?;
     let host = Arc::new(Host::start(settings, aws, tokens, Arc::new(jiff::Timestamp::now)).await?);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(listen = %listener.local_addr()?, sweep_secs, "jitvm local host ready");

@@ -10,7 +10,7 @@ pub mod ec2;
 pub mod sqs;
 mod stack;
 
-pub use stack::AwsStack;
+pub use stack::{AwsStack, resolve_secrets};
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

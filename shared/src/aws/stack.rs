@@ -15,11 +15,13 @@ pub struct AwsStack {
 }
 
 impl AwsStack {
-    /// Loads the SDK config (region, credentials, `AWS_ENDPOINT_URL`) and
-    /// builds the clients.
-    pub async fn connect(settings: &crate::config::Settings) -> Self {
+    /// Loads the SDK config (region, credentials, `AWS_ENDPOINT_URL`),
+    /// reads the Azure client secret from Secrets Manager when it is given
+    /// by ARN, and builds the clients.
+    pub async fn connect(settings: &crate::config::Settings) -> Result<Self, AdapterError> {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::with_config(config, settings, None)
+        let settings = resolve_secrets(&config, settings).await?;
+        Ok(Self::with_config(config, &settings, None))
     }
 
     /// Builds the clients from an existing config (tests, the local host),
@@ -90,4 +92,41 @@ impl AwsStack {
             None => sqs::SqsQueue::ensure(&self.config, &settings.request_queue).await,
         }
     }
+}
+
+/// `settings` with the Azure client secret read from Secrets Manager when
+/// it is given by ARN (so it is never in the function's environment).
+pub async fn resolve_secrets(
+    config: &aws_config::SdkConfig,
+    settings: &crate::config::Settings,
+) -> Result<crate::config::Settings, AdapterError> {
+    let mut settings = settings.clone();
+    if let Some(azure) = settings.azure.as_mut()
+        && let crate::config::AzureCredential::SecretArn(arn) = &azure.credential
+    {
+        let secret = read_secret(config, arn).await?;
+        azure.credential = crate::config::AzureCredential::Secret(secret);
+    }
+    Ok(settings)
+}
+
+/// The `SecretString` of a Secrets Manager secret.
+async fn read_secret(config: &aws_config::SdkConfig, arn: &str) -> Result<String, AdapterError> {
+    let answer = aws_sdk_secretsmanager::Client::new(config)
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| super::sdk_error(&format!("reading the Azure client secret {arn}"), e))?;
+    answer
+        .secret_string()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            AdapterError::permanent(
+                "AzureCredentialUnreadable",
+                format!("secret {arn} has no SecretString: store the client secret as plain text"),
+            )
+        })
 }

@@ -529,13 +529,11 @@ impl Firewall for AzureFirewall {
             let name = rule_name(r);
             if let Ok(Some(AzureRuleName::Deny { port, vm_key })) =
                 rule::decode_azure_rule_name(name)
+                && vm_key == key
+                && !deny_priority.contains_key(&port)
+                && self.delete_rule(&t.nsg, name).await?
             {
-                if vm_key == key
-                    && !deny_priority.contains_key(&port)
-                    && self.delete_rule(&t.nsg, name).await?
-                {
-                    tracing::info!(target: "audit", event = "deny_rule_removed", vm = %vm_text, nsg = %t.nsg, rule = %name, port = port.get(), "port {port} of {} is no longer protected", t.vm.name());
-                }
+                tracing::info!(target: "audit", event = "deny_rule_removed", vm = %vm_text, nsg = %t.nsg, rule = %name, port = port.get(), "port {port} of {} is no longer protected", t.vm.name());
             }
         }
 
@@ -625,10 +623,10 @@ impl Firewall for AzureFirewall {
         for r in &rules {
             let name = rule_name(r);
             if let Ok(Some(AzureRuleName::Deny { vm_key, .. })) = rule::decode_azure_rule_name(name)
+                && vm_key == key
+                && self.delete_rule(&t.nsg, name).await?
             {
-                if vm_key == key && self.delete_rule(&t.nsg, name).await? {
-                    tracing::info!(target: "audit", event = "deny_rule_removed", vm = %vm_text, nsg = %t.nsg, rule = %name, "removed a Deny rule while disabling JIT");
-                }
+                tracing::info!(target: "audit", event = "deny_rule_removed", vm = %vm_text, nsg = %t.nsg, rule = %name, "removed a Deny rule while disabling JIT");
             }
         }
         let mut restored = BTreeSet::new();
@@ -764,10 +762,9 @@ impl Firewall for AzureFirewall {
             for r in &rules {
                 if let Ok(Some(AzureRuleName::Deny { vm_key, .. })) =
                     rule::decode_azure_rule_name(rule_name(r))
+                    && let (Some(vm), Some(dest)) = (keys.get(&vm_key), destinations(r).first())
                 {
-                    if let (Some(vm), Some(dest)) = (keys.get(&vm_key), destinations(r).first()) {
-                        owners.insert(normalise_address(dest), vm.clone());
-                    }
+                    owners.insert(normalise_address(dest), vm.clone());
                 }
             }
             for mut f in grant_rules(&rules, &id, None, None) {
@@ -818,10 +815,10 @@ impl Firewall for AzureFirewall {
                 tracing::info!(target: "audit", event = "grant_rules_revoked", nsg = %nsg, count = removed.len(), rules = ?removed, "revoked {} rule(s) of {nsg}", removed.len());
             }
             count += removed.len();
-            if let Some(e) = failed {
-                if removed.is_empty() {
-                    failures.push(e);
-                }
+            if let Some(e) = failed
+                && removed.is_empty()
+            {
+                failures.push(e);
             }
         }
         if groups > 0 && failures.len() == groups {

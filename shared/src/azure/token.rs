@@ -91,6 +91,12 @@ impl TokenSource {
         ];
         match &self.credential {
             AzureCredential::Secret(secret) => form.push(("client_secret", secret.clone())),
+            AzureCredential::SecretArn(arn) => {
+                return Err(AdapterError::permanent(
+                    "AzureCredentialUnresolved",
+                    format!("the client secret in {arn} was not read at start-up"),
+                ));
+            }
             AzureCredential::AssertionFile(path) => {
                 let assertion = tokio::fs::read_to_string(path).await.map_err(|e| {
                     AdapterError::permanent(
