@@ -248,7 +248,12 @@ fn azure_config(
     };
     let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
         let value = get(name, default).trim_end_matches('/').to_owned();
-        let loopback = value == "http://127.0.0.1" || value.starts_with("http://127.0.0.1:");
+        // Exactly 127.0.0.1 with a port: `http://127.0.0.1:1@other.host`
+        // would send the secret elsewhere in plain text.
+        let loopback = value.strip_prefix("http://127.0.0.1:").is_some_and(|rest| {
+            let port = rest.split('/').next().unwrap_or("");
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        });
         if value.starts_with("https://") || loopback {
             Ok(value)
         } else {
@@ -424,6 +429,22 @@ mod tests {
             ]),
             "JITVM_AZURE_ARM_URL"
         );
+        for sneaky in [
+            "http://127.0.0.1:1@evil.example",
+            "http://127.0.0.1.evil.example:80",
+            "http://127.0.0.1",
+        ] {
+            assert_eq!(
+                err(&[
+                    tenant,
+                    client,
+                    secret,
+                    ("JITVM_AZURE_AUTHORITY_URL", sneaky)
+                ]),
+                "JITVM_AZURE_AUTHORITY_URL",
+                "{sneaky}"
+            );
+        }
         assert_eq!(
             err(&[
                 tenant,

@@ -484,6 +484,7 @@ async fn a_full_nsg_or_a_failed_operation_fails_the_grant_with_a_reason() {
     assert!(grants(&stack.arm, &w.nsg).is_empty());
 
     stack.arm.set_rule_limit(1000);
+    // An operation that fails inside Azure is tried again: the grant opens.
     stack.arm.inject(Fault {
         method: Some("PUT".into()),
         path_contains: "/securityRules/jitvm-22-".into(),
@@ -493,23 +494,129 @@ async fn a_full_nsg_or_a_failed_operation_fails_the_grant_with_a_reason() {
             message: "the NSG update failed".into(),
         },
     });
+    let retried = granted(&stack, &w.vm, "198.51.100.8").await;
+    assert_eq!(grants(&stack.arm, &w.nsg).len(), 1);
+    assert!(name(&grants(&stack.arm, &w.nsg)[0]).ends_with(&retried));
+
+    // One that Azure refuses for good fails the grant, with Azure's words.
+    stack.arm.inject(Fault {
+        method: Some("PUT".into()),
+        path_contains: "/securityRules/jitvm-22-".into(),
+        times: 1,
+        kind: FaultKind::OperationFails {
+            code: "InvalidRequestFormat".into(),
+            message: "the NSG update was refused".into(),
+        },
+    });
     let (_, accepted) = request(&stack, ALICE, ask(&w.vm, ssh_from("198.51.100.9"))).await;
     let id = accepted["id"].as_str().unwrap().to_owned();
     drain(&stack).await;
     let after = record(&stack, &id).await;
     let port = port0(&after);
     assert_eq!(port["status"], "Failed", "{after}");
+    let message = port["message"].as_str().unwrap_or_default();
     assert!(
-        port["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("the NSG update failed"),
+        message.contains("the NSG update was refused") && message.contains("InvalidRequestFormat"),
         "{after}"
     );
-    assert!(
-        grants(&stack.arm, &w.nsg).is_empty(),
+    assert_eq!(
+        grants(&stack.arm, &w.nsg).len(),
+        1,
         "a failed operation leaves no rule"
     );
+}
+
+#[tokio::test]
+async fn a_changed_address_is_followed_and_never_opens_another_vm() {
+    let stack = Stack::start(REGION).await;
+    let w = world(&stack.arm, "moved-1", IP);
+    enable(&stack, &w.vm, policy()).await;
+    let id = granted(&stack, &w.vm, "198.51.100.7").await;
+    // The VM comes back with another address (a new primary NIC, same NSG).
+    let subnet = stack.arm.add_subnet(
+        SUBSCRIPTION,
+        RG,
+        "moved-1-vnet",
+        "default",
+        "10.0.0.0/24",
+        None,
+    );
+    stack.arm.add_nic(
+        &w.vm,
+        "moved-1-nic2",
+        &subnet,
+        "10.0.0.9",
+        Some(&w.nsg),
+        true,
+    );
+
+    // A new grant is refused rather than opened on the old address, which
+    // another VM may now hold.
+    let (_, accepted) = request(&stack, ALICE, ask(&w.vm, ssh_from("198.51.100.8"))).await;
+    let refused = accepted["id"].as_str().unwrap().to_owned();
+    drain(&stack).await;
+    let r = record(&stack, &refused).await;
+    assert_eq!(port0(&r)["status"], "Failed", "{r}");
+    assert!(
+        port0(&r)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PUT its policy again"),
+        "{r}"
+    );
+    assert_eq!(grants(&stack.arm, &w.nsg).len(), 1);
+
+    // The grant made before the change is still found and closed.
+    let (status, body) = revoke(&stack, &id, ALICE).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(grants(&stack.arm, &w.nsg).is_empty());
+
+    // Enabling again moves the Deny rules to the new address.
+    enable(&stack, &w.vm, policy()).await;
+    assert!(
+        denies(&stack.arm, &w.nsg)
+            .iter()
+            .all(|r| props(r)["destinationAddressPrefix"] == "10.0.0.9")
+    );
+    granted(&stack, &w.vm, "198.51.100.8").await;
+    assert_eq!(
+        props(&grants(&stack.arm, &w.nsg)[0])["destinationAddressPrefix"],
+        "10.0.0.9"
+    );
+}
+
+#[tokio::test]
+async fn a_vm_outside_the_swept_subscriptions_is_unsupported() {
+    let stack = Stack::start(REGION).await;
+    let other = "00000000-0000-0000-0000-0000000000ff";
+    let nsg = stack.arm.add_nsg(other, RG, "elsewhere-nsg");
+    let subnet = stack
+        .arm
+        .add_subnet(other, RG, "elsewhere-vnet", "default", "10.5.0.0/24", None);
+    let vm = stack
+        .arm
+        .add_vm(other, RG, "elsewhere-1", &subnet, "10.5.0.4", Some(&nsg));
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            &Stack::policy_path(&vm),
+            Some(ADMIN),
+            Some(policy().to_string()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("VmUnsupported")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JITVM_AZURE_SUBSCRIPTIONS"),
+        "{body}"
+    );
+    assert!(stack.arm.rules(&nsg).is_empty(), "nothing written");
 }
 
 #[tokio::test]

@@ -157,14 +157,14 @@ impl Arm {
     /// GETs a resource by id (a path from the subscription on).
     pub async fn get(&self, id: &str, api_version: &str) -> Result<Value, ArmError> {
         let answer = self
-            .call(Method::GET, &self.url(id, api_version), None)
+            .call(Method::GET, &self.url(id, api_version)?, None)
             .await?;
         Ok(answer.body)
     }
 
     /// GETs every item of a list, following `nextLink`.
     pub async fn list(&self, path: &str, api_version: &str) -> Result<Vec<Value>, ArmError> {
-        let mut url = self.url(path, api_version);
+        let mut url = self.url(path, api_version)?;
         let mut items = Vec::new();
         for _ in 0..10_000 {
             let mut body = self.call(Method::GET, &url, None).await?.body;
@@ -186,7 +186,7 @@ impl Arm {
     /// the body of the PUT's answer.
     pub async fn put(&self, id: &str, api_version: &str, body: &Value) -> Result<Value, ArmError> {
         let answer = self
-            .call(Method::PUT, &self.url(id, api_version), Some(body))
+            .call(Method::PUT, &self.url(id, api_version)?, Some(body))
             .await?;
         if let Some(op) = header(&answer.headers, "azure-asyncoperation") {
             self.await_operation(&op, &answer.headers).await?;
@@ -198,7 +198,7 @@ impl Arm {
     /// was not there.
     pub async fn delete(&self, id: &str, api_version: &str) -> Result<bool, ArmError> {
         let answer = match self
-            .call(Method::DELETE, &self.url(id, api_version), None)
+            .call(Method::DELETE, &self.url(id, api_version)?, None)
             .await
         {
             Ok(answer) => answer,
@@ -219,9 +219,19 @@ impl Arm {
         Ok(true)
     }
 
-    fn url(&self, path: &str, api_version: &str) -> String {
+    /// The URL of a resource id on the ARM base. Ids come from ARM answers
+    /// and stored policies: one that is not a path from the root (such as
+    /// `@other.host/...`) could move the request, token and all, to
+    /// another host, so it is refused.
+    fn url(&self, path: &str, api_version: &str) -> Result<String, ArmError> {
+        if !path.starts_with('/') || path.starts_with("//") || path.contains(['@', '\\']) {
+            return Err(local_error(
+                "InvalidResourceId",
+                format!("{path:?} is not an ARM resource id"),
+            ));
+        }
         let sep = if path.contains('?') { '&' } else { '?' };
-        format!("{}{path}{sep}api-version={api_version}", self.base)
+        Ok(format!("{}{path}{sep}api-version={api_version}", self.base))
     }
 
     /// `url` if it is on the ARM base URL (so the token never leaves it).
@@ -260,8 +270,21 @@ impl Arm {
                 "succeeded" => Some(Ok(())),
                 "failed" | "canceled" | "cancelled" => {
                     let err = answer.body.get("error").cloned().unwrap_or_default();
+                    let code = text(&err, "code").unwrap_or_default();
+                    // A canceled operation, or one that failed inside Azure,
+                    // may pass when tried again (overlapping writes to one
+                    // NSG cancel each other); anything else is the request's.
+                    let transient = !status.eq_ignore_ascii_case("failed")
+                        || [
+                            "InternalServerError",
+                            "RetryableError",
+                            "Canceled",
+                            "OperationPreempted",
+                        ]
+                        .iter()
+                        .any(|c| code.eq_ignore_ascii_case(c));
                     Some(Err(ArmError {
-                        status: 200,
+                        status: if transient { 503 } else { 200 },
                         code: text(&err, "code").unwrap_or_else(|| format!("Operation{status}")),
                         message: text(&err, "message")
                             .unwrap_or_else(|| format!("the operation ended {status}")),
@@ -487,6 +510,68 @@ fn strip_query(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn arm(base: &str) -> Arm {
+        let config = crate::config::AzureConfig {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            credential: crate::config::AzureCredential::Secret("s".into()),
+            authority_url: base.into(),
+            arm_url: base.into(),
+            scope: "https://management.azure.com/.default".into(),
+            subscriptions: Vec::new(),
+            allow_priorities: crate::config::PriorityBand {
+                first: 100,
+                last: 199,
+            },
+            deny_priorities: crate::config::PriorityBand {
+                first: 200,
+                last: 299,
+            },
+        };
+        let http = reqwest::Client::new();
+        let tokens = TokenSource::new(http.clone(), &config);
+        Arm::new(http, base, tokens, RetryPolicy::default())
+    }
+
+    #[test]
+    fn the_token_never_leaves_the_arm_url() {
+        let a = arm("https://management.azure.com/");
+        for ok in [
+            "https://management.azure.com/subscriptions/x?$skiptoken=1",
+            "https://MANAGEMENT.azure.com/subscriptions/x/operations/1",
+        ] {
+            assert_eq!(a.own(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in [
+            "https://management.azure.com.evil.example/subscriptions/x",
+            "https://management.azure.com@evil.example/x",
+            "https://evil.example/https://management.azure.com/",
+            "http://management.azure.com/subscriptions/x",
+        ] {
+            assert_eq!(
+                a.own(bad).map_err(|e| e.code),
+                Err("UnexpectedUrl".to_owned()),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            a.url("/subscriptions/s/x", "2024-05-01").as_deref(),
+            Ok("https://management.azure.com/subscriptions/s/x?api-version=2024-05-01")
+        );
+        for bad in [
+            "@evil.example/x",
+            "//evil.example/x",
+            "subscriptions/x",
+            "/x@y",
+        ] {
+            assert_eq!(
+                a.url(bad, "v").map_err(|e| e.code),
+                Err("InvalidResourceId".to_owned()),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn errors_map_to_what_the_caller_should_do() {

@@ -94,6 +94,9 @@ impl AzureFirewall {
         // would the default client: that is a broken deployment, at start-up.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            // ARM and the token endpoint do not redirect; following one
+            // could carry the token or the client secret to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         let tokens = TokenSource::new(http.clone(), config);
@@ -106,8 +109,27 @@ impl AzureFirewall {
         }
     }
 
-    /// Resolves a VM to its NSG and private address, or why it cannot be.
+    /// Resolves a VM to its NSG and private address, or why it cannot be
+    /// protected. An NSG outside the configured subscriptions is refused:
+    /// the sweep lists those, so a grant there expires even if the policy
+    /// record naming the NSG were lost.
     async fn resolve(&self, vm: &AzureVm) -> Result<Result<Target, String>, AdapterError> {
+        Ok(self.locate(vm).await?.and_then(|t| {
+            let sub = subscription_of(&t.nsg);
+            if self.subscriptions.contains(&sub) {
+                Ok(t)
+            } else {
+                Err(format!(
+                    "{}: its NSG {} is in subscription {sub}, which JITVM_AZURE_SUBSCRIPTIONS does not list, so the sweep would not see its grants",
+                    vm.name(),
+                    t.nsg
+                ))
+            }
+        }))
+    }
+
+    /// Finds a VM's NSG and private address, or why there is none.
+    async fn locate(&self, vm: &AzureVm) -> Result<Result<Target, String>, AdapterError> {
         let id = vm.to_string();
         let body = self
             .arm
@@ -229,9 +251,12 @@ impl AzureFirewall {
                 Err(e) => return Err(e.into_adapter(&format!("writing rule {name} on {nsg}"))),
             }
         }
-        Err(AdapterError::Conflict(format!(
-            "{PRIORITY_ATTEMPTS} priorities on {nsg} were taken by other writers while writing {name}; try again"
-        )))
+        Err(AdapterError::Transient {
+            message: format!(
+                "{PRIORITY_ATTEMPTS} priorities on {nsg} were taken by other writers while writing {name}; try again"
+            ),
+            source: None,
+        })
     }
 
     async fn delete_rule(&self, nsg: &str, name: &str) -> Result<bool, AdapterError> {
@@ -253,6 +278,20 @@ impl AzureFirewall {
             ));
         };
         let path = rule_path(&exposure.firewall, &exposure.rule);
+        match self.arm.get(&path, NETWORK_API_VERSION).await {
+            Ok(_) => {
+                // Someone made a rule of that name since: theirs stands.
+                tracing::warn!(vm, nsg = %exposure.firewall, rule = %exposure.rule, "a rule of that name exists again; not overwriting it");
+                return Ok(());
+            }
+            Err(e) if e.status == 404 => {}
+            Err(e) => {
+                return Err(e.into_adapter(&format!(
+                    "reading rule {} of {}",
+                    exposure.rule, exposure.firewall
+                )));
+            }
+        }
         match self
             .arm
             .put(
@@ -612,7 +651,8 @@ impl Firewall for AzureFirewall {
         let key = azure_vm_key(&t.vm);
         let rules = self.nsg_rules(&t.nsg).await?;
         let mut revoked = Vec::new();
-        for found in grant_rules(&rules, &t.nsg, Some(vm), Some(t.ip)) {
+        let ips = addresses_of(&rules, &key, t.ip);
+        for found in grant_rules(&rules, &t.nsg, Some(vm), Some(&ips)) {
             if self.delete_rule(&t.nsg, &found.key.rule).await? {
                 revoked.push(found);
             }
@@ -655,22 +695,55 @@ impl Firewall for AzureFirewall {
         _justification: Option<&Justification>,
     ) -> Result<Opened, AdapterError> {
         let t = self.target(grant.vm()).await?;
-        let rules = self.nsg_rules(&t.nsg).await?;
+        let mut rules = self.nsg_rules(&t.nsg).await?;
         let name = azure_grant_rule_name(grant);
-        let key = RuleKey {
+        let key = |rule: String| RuleKey {
             cloud: Cloud::Azure,
-            scope: t.vm.subscription().to_owned(),
+            scope: subscription_of(&t.nsg),
             firewall: t.nsg.clone(),
-            rule: name.clone(),
+            rule,
         };
-        if find_rule(&rules, &name).is_some() {
-            return Ok(Opened {
-                rules: vec![key],
-                already_open: true,
-            });
+        // A redelivered message finds its rule by request and port (not by
+        // the whole name: its end time is what the record says, and names
+        // compare without regard to case).
+        let mine = rules.iter().find(|r| {
+            matches!(rule::decode_azure_rule_name(rule_name(r)),
+                Ok(Some(AzureRuleName::Grant { port, request_id, .. }))
+                    if port == grant.port() && request_id == *grant.request_id())
+        });
+        if let Some(r) = mine {
+            let existing = rule_name(r).to_owned();
+            if !is(r, "provisioningState", "Failed") {
+                return Ok(Opened {
+                    rules: vec![key(existing)],
+                    already_open: true,
+                });
+            }
+            // Left behind by a failed operation: write it again.
+            self.delete_rule(&t.nsg, &existing).await?;
+            rules = self.nsg_rules(&t.nsg).await?;
         }
         let deny_name = azure_deny_rule_name(&t.vm, grant.port());
-        let Some(deny) = find_rule(&rules, &deny_name).and_then(priority) else {
+        let deny_rule = find_rule(&rules, &deny_name);
+        let stale = deny_rule.is_some_and(|r| {
+            !is(r, "access", "Deny")
+                || !destinations(r)
+                    .iter()
+                    .any(|d| normalise_address(d) == t.ip.to_canonical().to_string())
+        });
+        if stale {
+            return Err(AdapterError::permanent(
+                "JitNotEnabled",
+                format!(
+                    "the Deny rule {deny_name} on {} no longer closes port {} at {}'s address {} (the address changed, or the rule was edited); PUT its policy again",
+                    t.nsg,
+                    grant.port(),
+                    t.vm.name(),
+                    t.ip
+                ),
+            ));
+        }
+        let Some(deny) = deny_rule.and_then(priority) else {
             return Err(AdapterError::permanent(
                 "JitNotEnabled",
                 format!(
@@ -731,7 +804,7 @@ impl Firewall for AzureFirewall {
             "opened port {} on {} until {}", grant.port(), t.vm.name(), rule::rfc3339(grant.end())
         );
         Ok(Opened {
-            rules: vec![key],
+            rules: vec![key(name)],
             already_open: false,
         })
     }
@@ -782,7 +855,8 @@ impl Firewall for AzureFirewall {
     async fn rules_of(&self, vm: &VmId) -> Result<Vec<FoundRule>, AdapterError> {
         let t = self.target(vm).await?;
         let rules = self.nsg_rules(&t.nsg).await?;
-        Ok(grant_rules(&rules, &t.nsg, Some(vm), Some(t.ip)))
+        let ips = addresses_of(&rules, &azure_vm_key(&t.vm), t.ip);
+        Ok(grant_rules(&rules, &t.nsg, Some(vm), Some(&ips)))
     }
 
     async fn revoke(&self, keys: &[RuleKey]) -> Result<usize, AdapterError> {
@@ -815,12 +889,14 @@ impl Firewall for AzureFirewall {
                 tracing::info!(target: "audit", event = "grant_rules_revoked", nsg = %nsg, count = removed.len(), rules = ?removed, "revoked {} rule(s) of {nsg}", removed.len());
             }
             count += removed.len();
-            if let Some(e) = failed
-                && removed.is_empty()
-            {
+            if let Some(e) = failed {
                 failures.push(e);
             }
         }
+        // An NSG with any rule left counts as failed, so an early revoke
+        // (one NSG) never reports a rule closed that is still open; the
+        // sweep carries on unless every NSG failed, and the next sweep
+        // finds what is left, since it is still expired.
         if groups > 0 && failures.len() == groups {
             return Err(failures.remove(0));
         }
@@ -1095,6 +1171,28 @@ fn normalise_address(text: &str) -> String {
     )
 }
 
+/// The addresses of a VM on an NSG: its current one, and any its own Deny
+/// rules still name (its address changed since JIT was enabled), so a grant
+/// made before the change is still found and closed.
+fn addresses_of(rules: &[Value], vm_key: &str, current: IpAddr) -> Vec<IpAddr> {
+    let mut ips = vec![current];
+    for r in rules {
+        let ours = matches!(rule::decode_azure_rule_name(rule_name(r)),
+            Ok(Some(AzureRuleName::Deny { vm_key: k, .. })) if k == vm_key);
+        if !ours {
+            continue;
+        }
+        for d in destinations(r) {
+            if let Ok(ip) = normalise_address(d).parse::<IpAddr>()
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+        }
+    }
+    ips
+}
+
 fn rule_destination(rules: &[Value], name: &str) -> Option<String> {
     find_rule(rules, name).and_then(|r| destinations(r).first().map(|d| normalise_address(d)))
 }
@@ -1105,7 +1203,7 @@ fn grant_rules(
     rules: &[Value],
     nsg: &str,
     vm: Option<&VmId>,
-    ip: Option<IpAddr>,
+    ips: Option<&[IpAddr]>,
 ) -> Vec<FoundRule> {
     let scope = subscription_of(nsg);
     let mut out = Vec::new();
@@ -1130,10 +1228,11 @@ fn grant_rules(
             },
             Err(e) => Err((None, e)),
         };
-        if let Some(ip) = ip {
-            let ours = destinations(r)
-                .iter()
-                .any(|d| normalise_address(d) == ip.to_canonical().to_string());
+        if let Some(ips) = ips {
+            let ours = destinations(r).iter().any(|d| {
+                let d = normalise_address(d);
+                ips.iter().any(|ip| d == ip.to_canonical().to_string())
+            });
             if !ours {
                 continue;
             }
@@ -1205,6 +1304,13 @@ fn grant_shape(rule: &Value, port: Port) -> Result<(), String> {
     let sources = both(rule, "sourceAddressPrefix", "sourceAddressPrefixes");
     if sources.len() != 1 || has_groups(rule, "sourceApplicationSecurityGroups") {
         return Err(format!("sources {}", sources.join(",")));
+    }
+    // One VM's address: `*` or a block would open every VM behind the NSG.
+    let targets = destinations(rule);
+    let one_host =
+        matches!(targets.as_slice(), [d] if normalise_address(d).parse::<IpAddr>().is_ok());
+    if !one_host || has_groups(rule, "destinationApplicationSecurityGroups") {
+        return Err(format!("destinations {}", targets.join(",")));
     }
     Ok(())
 }
@@ -1313,10 +1419,16 @@ mod tests {
     fn grant_shapes() {
         let ok = rule(
             json!({"direction": "Inbound", "access": "Allow", "protocol": "Tcp",
-            "destinationPortRange": "22", "sourceAddressPrefix": "198.51.100.7/32"}),
+            "destinationPortRange": "22", "sourceAddressPrefix": "198.51.100.7/32", "destinationAddressPrefix": "10.0.0.4"}),
         );
         assert_eq!(grant_shape(&ok, port(22)), Ok(()));
         assert!(grant_shape(&ok, port(23)).is_err());
+        let mut everyone = ok.clone();
+        everyone["properties"]["destinationAddressPrefix"] = json!("*");
+        assert!(
+            grant_shape(&everyone, port(22)).is_err(),
+            "a grant opens one VM's address"
+        );
         let wide = rule(
             json!({"direction": "Inbound", "access": "Allow", "protocol": "Tcp",
             "destinationPortRange": "1-65535", "sourceAddressPrefix": "*"}),

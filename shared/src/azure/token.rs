@@ -133,7 +133,9 @@ impl TokenSource {
             let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
                 AdapterError::transient("the Azure token endpoint answered without a token", e)
             })?;
-            let life = Duration::from_secs(t.expires_in);
+            // A day at most, whatever the endpoint says: the arithmetic
+            // below stays in range, and a token is never trusted for long.
+            let life = Duration::from_secs(t.expires_in.min(24 * 3600));
             let renew_at = started + life.saturating_sub(RENEW_BEFORE.min(life / 2));
             return Ok(Cached {
                 token: t.access_token,

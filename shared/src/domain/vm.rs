@@ -220,7 +220,7 @@ impl AzureVm {
         }
         if !is_vm_name(name) {
             return Err(bad(
-                "the VM name must be 1-64 letters, digits, '-', '_' or '.'",
+                "the VM name must be 1-64 letters, digits, '-', '_' or '.', not starting with '_' nor ending with '.' or '-'",
             ));
         }
         Ok(Self {
@@ -253,10 +253,15 @@ fn is_resource_group(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.()".contains(&b))
 }
 
+/// Azure's rule for VM names: 1-64 letters, digits, `-`, `_` or `.`, not
+/// starting with `_` nor ending with `.` or `-` (so never `.` or `..`, which
+/// would change the meaning of a URL path).
 fn is_vm_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !s.starts_with('_')
+        && !s.ends_with(['.', '-'])
 }
 
 impl fmt::Display for VmId {
@@ -378,6 +383,19 @@ mod tests {
         );
         assert_eq!(a.short_name(), "vm1");
         assert_eq!(a.cloud(), Cloud::Azure);
+    }
+
+    #[test]
+    fn refuses_vm_names_azure_refuses() {
+        let id = |name: &str| {
+            format!(
+                "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
+            )
+        };
+        assert!(VmId::parse(&id("web-1.prod")).is_ok());
+        for bad in ["..", ".", "_web", "web-", "web."] {
+            assert!(VmId::parse(&id(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]
