@@ -1,11 +1,34 @@
 #!/usr/bin/env bash
-# Creates .venv at the project root and installs the pinned moto server into
-# it. The tests and the local stack start moto from there. Safe to re-run.
+# Creates .venv at the project root and installs the pinned Python tools
+# (infra/requirements.txt) into it: moto, which the tests and the local stack
+# start from there, and cfn-lint and the SAM CLI, which check and deploy
+# template.yaml. With --deploy it also installs Cargo Lambda
+# (infra/requirements-deploy.txt), which `sam build` compiles the functions
+# with. Safe to re-run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
+deploy=false
+for arg in "$@"; do
+    case "$arg" in
+        --deploy) deploy=true ;;
+        *) echo "usage: $0 [--deploy]" >&2; exit 2 ;;
+    esac
+done
 if [ ! -x "$root/.venv/bin/python" ]; then
     "$python" -m venv "$root/.venv"
 fi
-"$root/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/infra/requirements.txt"
+pip=("$root/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/infra/requirements.txt")
+if $deploy; then
+    pip+=(-r "$root/infra/requirements-deploy.txt")
+fi
+"${pip[@]}"
 "$root/.venv/bin/python" -c 'import moto.server, importlib.metadata as m; print("moto", m.version("moto"), "ready in .venv")'
+"$root/.venv/bin/cfn-lint" --version
+SAM_CLI_TELEMETRY=0 "$root/.venv/bin/sam" --version
+if $deploy; then
+    "$root/.venv/bin/cargo-lambda" lambda --version
+    if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+        echo "the functions run on arm64: run 'rustup target add aarch64-unknown-linux-gnu' before 'sam build'" >&2
+    fi
+fi
