@@ -229,16 +229,21 @@ pub fn encode(text: &str) -> String {
 
 // Calls every end-to-end test makes, cloud or not.
 
-/// Enables JIT on `vm` as the admin with `policy`; returns the stored policy.
-pub async fn enable(stack: &Stack, vm: &str, policy: Value) -> Value {
-    let (status, body) = stack
+/// Puts `policy` on `vm` as the admin; returns the status and the answer.
+pub async fn put_policy(stack: &Stack, vm: &str, policy: Value) -> (u16, Value) {
+    stack
         .call(
             reqwest::Method::PUT,
             &Stack::policy_path(vm),
             Some(ADMIN),
             Some(policy.to_string()),
         )
-        .await;
+        .await
+}
+
+/// Enables JIT on `vm` as the admin with `policy`; returns the stored policy.
+pub async fn enable(stack: &Stack, vm: &str, policy: Value) -> Value {
+    let (status, body) = put_policy(stack, vm, policy).await;
     assert!(status == 201 || status == 200, "enable: {status} {body}");
     body
 }

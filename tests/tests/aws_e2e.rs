@@ -3,7 +3,9 @@
 //! Each test has its own moto region, so no test sees another's rules.
 
 use jiff::{SignedDuration, Timestamp};
-use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack, ask, drain, enable, port0, record, request};
+use jitvm_tests::stack::{
+    ADMIN, ALICE, BOB, Stack, ask, drain, enable, port0, put_policy, record, request,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -377,14 +379,7 @@ async fn exposures_are_reported_closed_and_restored() {
     // Closed on request, and kept in the policy record.
     let mut close = ssh_policy();
     close["closeStandingAccess"] = json!(true);
-    let (status, policy) = stack
-        .call(
-            Method::PUT,
-            &Stack::policy_path(&vm.arn),
-            Some(ADMIN),
-            Some(close.to_string()),
-        )
-        .await;
+    let (status, policy) = put_policy(&stack, &vm.arn, close).await;
     assert_eq!(status, 200, "{policy}");
     assert_eq!(policy["version"], 2);
     assert_eq!(policy["exposures"][0]["closed"], true);
@@ -879,14 +874,7 @@ async fn vms_are_classified() {
         f["reason"].as_str().unwrap().contains("5 security groups"),
         "{f}"
     );
-    let (status, answer) = stack
-        .call(
-            Method::PUT,
-            &Stack::policy_path(&full.arn),
-            Some(ADMIN),
-            Some(ssh_policy().to_string()),
-        )
-        .await;
+    let (status, answer) = put_policy(&stack, &full.arn, ssh_policy()).await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (422, Some("VmUnsupported"))
@@ -907,14 +895,7 @@ async fn a_region_the_sweep_does_not_cover_is_refused() {
         "arn:aws:ec2:ap-northeast-3:123456789012:instance/{}",
         world.instance_id
     );
-    let (status, answer) = stack
-        .call(
-            Method::PUT,
-            &Stack::policy_path(&arn),
-            Some(ADMIN),
-            Some(ssh_policy().to_string()),
-        )
-        .await;
+    let (status, answer) = put_policy(&stack, &arn, ssh_policy()).await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (422, Some("VmUnsupported")),

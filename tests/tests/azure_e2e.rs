@@ -8,7 +8,8 @@ use jitvm_core::VmId;
 use jitvm_core::rule::{AZURE_VM_KEY_LEN, azure_vm_key};
 use jitvm_tests::arm_fake::{ArmFake, Fault, FaultKind};
 use jitvm_tests::stack::{
-    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, ask, azure_vm, drain, enable, port0, record, request,
+    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, ask, azure_vm, drain, enable, port0, put_policy,
+    record, request,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -596,14 +597,7 @@ async fn a_vm_outside_the_swept_subscriptions_is_unsupported() {
     let vm = stack
         .arm
         .add_vm(other, RG, "elsewhere-1", &subnet, "10.5.0.4", Some(&nsg));
-    let (status, body) = stack
-        .call(
-            Method::PUT,
-            &Stack::policy_path(&vm),
-            Some(ADMIN),
-            Some(policy().to_string()),
-        )
-        .await;
+    let (status, body) = put_policy(&stack, &vm, policy()).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("VmUnsupported")),
@@ -652,14 +646,7 @@ async fn vms_without_an_nsg_are_unsupported_with_the_reason() {
     );
     let nic_less = stack.arm.add_vm_without_nic(SUBSCRIPTION, RG, "nicless-1");
 
-    let (status, body) = stack
-        .call(
-            Method::PUT,
-            &Stack::policy_path(&bare),
-            Some(ADMIN),
-            Some(policy().to_string()),
-        )
-        .await;
+    let (status, body) = put_policy(&stack, &bare, policy()).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("VmUnsupported")),

@@ -389,31 +389,16 @@ impl Arm {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let outcome = request.send().await;
-            let (status, headers, bytes) = match outcome {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(bytes) => (status, headers, bytes),
-                        Err(e) => {
-                            if attempt < self.retry.attempts {
-                                attempt += 1;
-                                tokio::time::sleep(backoff.min(self.retry.max_wait)).await;
-                                backoff *= 2;
-                                continue;
-                            }
-                            return Err(local_error("ConnectionFailed", e.to_string()));
-                        }
-                    }
+            let (status, headers, bytes) = match exchange(request).await {
+                Ok(answer) => answer,
+                Err(e) if attempt < self.retry.attempts => {
+                    tracing::warn!(error = %e, url = %strip_query(url), "no answer from ARM; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(backoff.min(self.retry.max_wait)).await;
+                    backoff *= 2;
+                    continue;
                 }
                 Err(e) => {
-                    if attempt < self.retry.attempts {
-                        attempt += 1;
-                        tokio::time::sleep(backoff.min(self.retry.max_wait)).await;
-                        backoff *= 2;
-                        continue;
-                    }
                     return Err(local_error(
                         "ConnectionFailed",
                         format!("{method} {}: {e}", strip_query(url)),
@@ -472,6 +457,17 @@ impl Arm {
             return Err(err);
         }
     }
+}
+
+/// Sends a request and reads its whole answer; a transport failure at
+/// either step is one error, retried alike.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes), reqwest::Error> {
+    let response = request.send().await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    Ok((status, headers, response.bytes().await?))
 }
 
 fn local_error(code: &str, message: String) -> ArmError {

@@ -554,9 +554,10 @@ impl Firewall for AzureFirewall {
                 }
                 None => {
                     let p = self
-                        .put_at_free_priority(&t.nsg, &name, self.deny, None, rules.clone(), props)
+                        .put_at_free_priority(&t.nsg, &name, self.deny, None, rules.clone(), &props)
                         .await?;
-                    rules = self.nsg_rules(&t.nsg).await?;
+                    // What was just written, without reading the NSG again.
+                    rules.push(json!({ "name": name, "properties": props(p) }));
                     tracing::info!(target: "audit", event = "deny_rule_added", vm = %vm_text, nsg = %t.nsg, rule = %name, priority = p, port = port.number().get(), "closed port {} of {} with a Deny rule", port.number(), t.vm.name());
                     p
                 }
@@ -697,12 +698,7 @@ impl Firewall for AzureFirewall {
         let t = self.target(grant.vm()).await?;
         let mut rules = self.nsg_rules(&t.nsg).await?;
         let name = azure_grant_rule_name(grant);
-        let key = |rule: String| RuleKey {
-            cloud: Cloud::Azure,
-            scope: subscription_of(&t.nsg),
-            firewall: t.nsg.clone(),
-            rule,
-        };
+        let key = |rule: String| rule_key(&t.nsg, &rule);
         // A redelivered message finds its rule by request and port (not by
         // the whole name: its end time is what the record says, and names
         // compare without regard to case).
@@ -1205,7 +1201,6 @@ fn grant_rules(
     vm: Option<&VmId>,
     ips: Option<&[IpAddr]>,
 ) -> Vec<FoundRule> {
-    let scope = subscription_of(nsg);
     let mut out = Vec::new();
     for r in rules {
         let name = rule_name(r);
@@ -1242,12 +1237,7 @@ fn grant_rules(
             Err((port, e)) => (port, Err(e)),
         };
         out.push(FoundRule {
-            key: RuleKey {
-                cloud: Cloud::Azure,
-                scope: scope.clone(),
-                firewall: nsg.to_owned(),
-                rule: name.to_owned(),
-            },
+            key: rule_key(nsg, name),
             vm: vm.cloned(),
             port,
             source: sources(r).join(","),
@@ -1265,12 +1255,7 @@ fn misnamed_deny_rules(rules: &[Value], nsg: &str) -> Vec<FoundRule> {
         .filter_map(|r| match rule::decode_azure_rule_name(rule_name(r)) {
             Ok(Some(AzureRuleName::Deny { port, .. })) if !is(r, "access", "Deny") => {
                 Some(FoundRule {
-                    key: RuleKey {
-                        cloud: Cloud::Azure,
-                        scope: subscription_of(nsg),
-                        firewall: nsg.to_owned(),
-                        rule: rule_name(r).to_owned(),
-                    },
+                    key: rule_key(nsg, rule_name(r)),
                     vm: None,
                     port: Some(port),
                     source: sources(r).join(","),
@@ -1320,6 +1305,16 @@ fn requester_of(rule: &Value) -> Option<String> {
     prop(rule, "description")
         .and_then(|d| d.rsplit_once(" for "))
         .map(|(_, who)| who.to_owned())
+}
+
+/// Where a rule of an NSG is, for the sweep and revokes.
+fn rule_key(nsg: &str, name: &str) -> RuleKey {
+    RuleKey {
+        cloud: Cloud::Azure,
+        scope: subscription_of(nsg),
+        firewall: nsg.to_owned(),
+        rule: name.to_owned(),
+    }
 }
 
 fn subscription_of(id: &str) -> String {
