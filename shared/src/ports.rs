@@ -274,6 +274,85 @@ pub trait RequestStore: Send + Sync {
         since: Option<Timestamp>,
         limit: usize,
     ) -> Result<Vec<RequestRecord>, AdapterError>;
+
+    /// One page of the records `query` selects, newest first (by
+    /// `startTimeUtc`, then id). `next` is set when more may follow; pass it
+    /// back as `query.after` for the next page.
+    async fn query_requests(&self, query: &RequestQuery) -> Result<RequestPage, AdapterError>;
+
+    /// Requests still `PendingApproval` that started before `started_before`,
+    /// oldest first, at most `limit`: the sweep denies those that waited too
+    /// long for an approver.
+    async fn pending_requests(
+        &self,
+        started_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, AdapterError>;
+}
+
+/// Which request records to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestQuery {
+    /// Only this VM's requests.
+    pub vm: Option<VmId>,
+    /// Only this requestor's requests.
+    pub requestor: Option<Principal>,
+    /// Started at or after this time. Required when neither `vm` nor
+    /// `requestor` is given (the listing then walks day by day).
+    pub since: Option<Timestamp>,
+    /// Started strictly before this time.
+    pub until: Option<Timestamp>,
+    /// Continue after this position (the `next` of the previous page).
+    pub after: Option<PageCursor>,
+    /// At most this many records (1 or more).
+    pub limit: usize,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPage {
+    pub records: Vec<RequestRecord>,
+    /// Where the next page starts; `None` when this was the last.
+    pub next: Option<PageCursor>,
+}
+
+/// A position in a listing: the sort key of the last record returned,
+/// `<startTimeUtc with nanoseconds>#<request id>`. Callers treat it as
+/// opaque text (`nextToken`); [`PageCursor::parse`] refuses anything that
+/// is not such a key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PageCursor(String);
+
+impl PageCursor {
+    /// The cursor just after `record`.
+    pub fn after(record: &RequestRecord) -> Self {
+        Self(format!(
+            "{}#{}",
+            sort_time(record.start_time_utc()),
+            record.id()
+        ))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a nextToken this API gave out");
+        let (time, id) = text.split_once('#').ok_or_else(bad)?;
+        let t: Timestamp = time.parse().map_err(|_| bad())?;
+        RequestId::parse(id).map_err(|_| bad())?;
+        if sort_time(t) != time {
+            return Err(bad());
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A time as text whose order is the time's order: RFC 3339 in UTC with
+/// nanoseconds always written. Request listings sort on it.
+pub fn sort_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S.%NZ").to_string()
 }
 
 #[async_trait]

@@ -5,15 +5,19 @@
 use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
-use jitvm_core::aws::dynamo::{DynamoStore, TableNames};
+use jitvm_core::aws::dynamo::{
+    DynamoStore, REQUEST_INDEXES, REQUESTS_BY_DAY, REQUESTS_BY_REQUESTOR, REQUESTS_BY_VM,
+    REQUESTS_PENDING, TableNames,
+};
 use jitvm_core::aws::sqs::{SqsQueue, group_id};
 use jitvm_core::ports::{
-    AdapterError, Enablement, PolicyEntry, PolicyStore, RequestQueue, RequestStore,
+    AdapterError, Enablement, PageCursor, PolicyEntry, PolicyStore, RequestPage, RequestQuery,
+    RequestQueue, RequestStore,
 };
 use jitvm_core::{
     AccessRequest, Decision, InitiateBody, InitiatePort, InitiateVm, Policy, PolicyDocument, Port,
-    PortStatus, Principal, RequestId, RequestMessage, RequestRecord, StatusReason, Transition,
-    VmId, evaluate,
+    PortStatus, Principal, RequestId, RequestMessage, RequestRecord, RequestStatus, StatusReason,
+    Transition, VmId, evaluate,
 };
 use jitvm_tests::{Moto, unique};
 use serde_json::{Value, json};
@@ -174,24 +178,37 @@ async fn ensure_tables_twice_keeps_tables_and_data() {
         .map(|k| (k.attribute_name(), k.key_type().as_str()))
         .collect();
     assert_eq!(keys, [("id", "HASH")]);
-    let index = requests
-        .global_secondary_indexes()
-        .iter()
-        .find(|i| i.index_name() == Some("by-vm"))
-        .expect("the by-vm index");
-    let index_keys: Vec<_> = index
-        .key_schema()
-        .iter()
-        .map(|k| (k.attribute_name(), k.key_type().as_str()))
-        .collect();
-    assert_eq!(index_keys, [("vm", "HASH"), ("createdAt", "RANGE")]);
-    assert_eq!(
-        index
-            .projection()
-            .and_then(|p| p.projection_type())
-            .map(|p| p.as_str()),
-        Some("ALL")
-    );
+    for (name, hash) in [
+        ("by-vm", "vm"),
+        ("by-requestor", "requestor"),
+        ("by-day", "day"),
+        ("pending", "pending"),
+    ] {
+        let index = requests
+            .global_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some(name))
+            .unwrap_or_else(|| panic!("the {name} index"));
+        let index_keys: Vec<_> = index
+            .key_schema()
+            .iter()
+            .map(|k| (k.attribute_name(), k.key_type().as_str()))
+            .collect();
+        assert_eq!(
+            index_keys,
+            [(hash, "HASH"), ("createdAt", "RANGE")],
+            "{name}"
+        );
+        assert_eq!(
+            index
+                .projection()
+                .and_then(|p| p.projection_type())
+                .map(|p| p.as_str()),
+            Some("ALL"),
+            "{name}"
+        );
+    }
+    assert_eq!(requests.global_secondary_indexes().len(), 4);
 
     let policies = dynamo
         .describe_table()
@@ -252,6 +269,94 @@ async fn a_requests_table_without_the_index_is_refused() {
         }
         other => panic!("expected MissingIndex, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_requests_table_from_before_the_listings_is_refused_with_what_to_add() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let config = Moto::shared().config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let requests = unique("requests");
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("definition")
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .expect("key")
+    };
+    // The table an older jitvm made: only the by-vm index.
+    dynamo
+        .create_table()
+        .table_name(&requests)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("id"))
+        .attribute_definitions(attribute("vm"))
+        .attribute_definitions(attribute("createdAt"))
+        .key_schema(key("id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by-vm")
+                .key_schema(key("vm", KeyType::Hash))
+                .key_schema(key("createdAt", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .expect("index"),
+        )
+        .send()
+        .await
+        .expect("create an older table");
+    let store = DynamoStore::new(
+        &config,
+        TableNames {
+            policies: unique("policies"),
+            requests: requests.clone(),
+        },
+    );
+    match store.ensure_tables().await {
+        Err(AdapterError::Permanent { code, message }) => {
+            assert_eq!(code, "MissingIndex");
+            assert!(message.contains(&requests), "{message}");
+            // Each missing index is named with the shape it must have; the
+            // one that is there is not reported.
+            for (name, hash) in [
+                ("by-requestor", "requestor"),
+                ("by-day", "day"),
+                ("pending", "pending"),
+            ] {
+                assert!(
+                    message.contains(&format!(
+                        "{name} (hash key {hash}, range key createdAt, all attributes projected)"
+                    )),
+                    "{name}: {message}"
+                );
+            }
+            assert!(!message.contains("by-vm ("), "{message}");
+        }
+        other => panic!("expected MissingIndex, got {other:?}"),
+    }
+    assert_eq!(
+        REQUEST_INDEXES.map(|(name, _)| name),
+        [
+            REQUESTS_BY_VM,
+            REQUESTS_BY_REQUESTOR,
+            REQUESTS_BY_DAY,
+            REQUESTS_PENDING
+        ]
+    );
 }
 
 // -------------------------------------------------------------- policies
@@ -710,6 +815,722 @@ async fn requests_for_vm_newest_first_with_since_and_limit() {
         .expect("list");
     assert_eq!(listed.len(), 5);
     assert_eq!(listed.iter().find(|r| r.id() == &a1), Some(&revoked));
+}
+
+// -------------------------------------------------------------- listings
+
+fn bob() -> Principal {
+    Principal::parse("local:bob").expect("a valid principal")
+}
+
+fn carol() -> Principal {
+    Principal::parse("local:carol").expect("a valid principal")
+}
+
+/// The record of request `id` on `vm_id` by `who`, accepted at `now` under
+/// a policy anyone may use; `PendingApproval` when `approval` is set.
+fn record_as(
+    vm_id: &str,
+    id: &str,
+    who: &Principal,
+    now: Timestamp,
+    approval: bool,
+) -> RequestRecord {
+    let approvers = if approval {
+        json!(["local:approver"])
+    } else {
+        json!([])
+    };
+    let policy = policy(
+        vm_id,
+        json!({"ports": [{"number": 22, "protocol": "tcp",
+                          "allowedSourceAddressPrefixes": ["198.51.100.0/24"],
+                          "maxRequestAccessDuration": "PT3H"}],
+               "requesters": ["*"], "approvers": approvers}),
+    );
+    let request = access_request(vm_id, id);
+    let record = match evaluate(Some(&policy), &request, who, None, now) {
+        Decision::Approved { grants } => RequestRecord::accepted(&request, who, &grants, &[], now),
+        Decision::PendingApproval { grants, approvers } => {
+            RequestRecord::accepted(&request, who, &grants, &approvers, now)
+        }
+        other => panic!("the request should be accepted: {other:?}"),
+    };
+    assert_eq!(record.start_time_utc(), now);
+    record
+}
+
+fn query(limit: usize) -> RequestQuery {
+    RequestQuery {
+        vm: None,
+        requestor: None,
+        since: None,
+        until: None,
+        after: None,
+        limit,
+    }
+}
+
+fn ids_of(records: &[RequestRecord]) -> Vec<String> {
+    records.iter().map(|r| r.id().to_string()).collect()
+}
+
+/// Every page of `q`, following `next` until there is none.
+async fn all_pages(store: &DynamoStore, q: &RequestQuery) -> Vec<RequestPage> {
+    let mut pages = Vec::new();
+    let mut q = q.clone();
+    loop {
+        let page = store.query_requests(&q).await.expect("a page");
+        let next = page.next.clone();
+        pages.push(page);
+        assert!(pages.len() <= 100, "the listing never ends");
+        match next {
+            Some(cursor) => q.after = Some(cursor),
+            None => return pages,
+        }
+    }
+}
+
+fn invalid_query(result: Result<RequestPage, AdapterError>) -> String {
+    match result {
+        Err(AdapterError::Permanent { code, message }) if code == "InvalidQuery" => message,
+        other => panic!("expected InvalidQuery, got {other:?}"),
+    }
+}
+
+/// Records over three UTC days (none on the 21st), by three people on three
+/// VMs, two of them started at the same instant, newest first.
+async fn listing_fixture(store: &DynamoStore) -> Vec<(String, &'static str, Principal, Timestamp)> {
+    let rows = [
+        ("d20-a", VM_A, alice(), at("2026-11-20T08:00:00Z")),
+        ("d20-b", VM_B, bob(), at("2026-11-20T23:59:59Z")),
+        ("d22-a", VM_A, bob(), at("2026-11-22T00:00:00Z")),
+        ("d22-b", VM_A, alice(), at("2026-11-22T10:00:00Z")),
+        ("d22-c", VM_C, carol(), at("2026-11-22T10:00:00Z")),
+        ("d22-d", VM_A, bob(), at("2026-11-22T10:00:00Z")),
+        ("d22-e", VM_B, alice(), at("2026-11-22T18:30:00Z")),
+        ("d23-a", VM_A, alice(), at("2026-11-23T01:00:00Z")),
+        ("d23-b", VM_A, bob(), at("2026-11-23T02:00:00Z")),
+    ];
+    let mut out = Vec::new();
+    for (id, vm_id, who, t) in rows {
+        store
+            .create_request(&record_as(vm_id, id, &who, t, false))
+            .await
+            .expect("created");
+        out.push((id.to_owned(), vm_id, who, t));
+    }
+    // Newest first, then by id descending (the order of `time#id`).
+    out.sort_by(|a, b| (b.3, &b.0).cmp(&(a.3, &a.0)));
+    out
+}
+
+#[tokio::test]
+async fn listings_select_by_vm_requestor_both_or_neither() {
+    let store = store().await;
+    let rows = listing_fixture(&store).await;
+    let expect = |f: &dyn Fn(&str, &Principal) -> bool| -> Vec<String> {
+        rows.iter()
+            .filter(|(_, v, who, _)| f(v, who))
+            .map(|(id, ..)| id.clone())
+            .collect()
+    };
+    let list = |q: RequestQuery| {
+        let store = &store;
+        async move {
+            let page = store.query_requests(&q).await.expect("a page");
+            assert_eq!(page.next, None, "everything fits on one page");
+            page.records
+        }
+    };
+
+    // One VM (by-vm).
+    let records = list(RequestQuery {
+        vm: Some(vm(VM_A)),
+        ..query(100)
+    })
+    .await;
+    assert!(records.iter().all(|r| r.vm() == &vm(VM_A)));
+    assert_eq!(ids_of(&records), expect(&|v, _| v == VM_A));
+    assert_eq!(
+        ids_of(&records),
+        ["d23-b", "d23-a", "d22-d", "d22-b", "d22-a", "d20-a"]
+    );
+
+    // One requestor, every VM (by-requestor).
+    let records = list(RequestQuery {
+        requestor: Some(bob()),
+        ..query(100)
+    })
+    .await;
+    assert!(records.iter().all(|r| r.requestor() == &bob()));
+    assert_eq!(ids_of(&records), expect(&|_, who| who == &bob()));
+    assert_eq!(ids_of(&records), ["d23-b", "d22-d", "d22-a", "d20-b"]);
+
+    // One VM and one requestor: both must hold.
+    let records = list(RequestQuery {
+        vm: Some(vm(VM_A)),
+        requestor: Some(bob()),
+        ..query(100)
+    })
+    .await;
+    assert_eq!(ids_of(&records), ["d23-b", "d22-d", "d22-a"]);
+    let records = list(RequestQuery {
+        vm: Some(vm(VM_C)),
+        requestor: Some(bob()),
+        ..query(100)
+    })
+    .await;
+    assert!(records.is_empty(), "carol's VM has no request of bob's");
+
+    // Neither: every VM, every requestor, from `since` (by-day).
+    let records = list(RequestQuery {
+        since: Some(at("2026-11-01T00:00:00Z")),
+        until: Some(at("2026-11-24T00:00:00Z")),
+        ..query(100)
+    })
+    .await;
+    assert_eq!(ids_of(&records), expect(&|_, _| true));
+    assert_eq!(records.len(), 9);
+
+    // Nobody's and nothing's listings are empty, not errors.
+    let dave = Principal::parse("local:dave").expect("principal");
+    assert!(
+        list(RequestQuery {
+            requestor: Some(dave),
+            ..query(10)
+        })
+        .await
+        .is_empty()
+    );
+    let records = list(RequestQuery {
+        since: Some(at("2026-11-21T00:00:00Z")),
+        until: Some(at("2026-11-22T00:00:00Z")),
+        ..query(10)
+    })
+    .await;
+    assert!(records.is_empty(), "nothing started on the 21st");
+}
+
+#[tokio::test]
+async fn a_listing_of_every_vm_without_until_reaches_now() {
+    let store = store().await;
+    // Records start on a whole second.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("a time");
+    let h = SignedDuration::from_hours;
+    for (id, t) in [
+        ("old", now - h(60)),
+        ("recent", now - h(1)),
+        ("just-now", now),
+    ] {
+        store
+            .create_request(&record_as(VM_A, id, &carol(), t, false))
+            .await
+            .expect("created");
+    }
+    let page = store
+        .query_requests(&RequestQuery {
+            since: Some(now - h(72)),
+            ..query(10)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(ids_of(&page.records), ["just-now", "recent", "old"]);
+    let page = store
+        .query_requests(&RequestQuery {
+            since: Some(now - h(2)),
+            ..query(1)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(ids_of(&page.records), ["just-now"]);
+    let rest = store
+        .query_requests(&RequestQuery {
+            since: Some(now - h(2)),
+            after: page.next,
+            ..query(1)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(ids_of(&rest.records), ["recent"]);
+    assert_eq!(rest.next, None);
+}
+
+#[tokio::test]
+async fn since_is_inclusive_and_until_exclusive_in_every_listing() {
+    let store = store().await;
+    let t0 = at("2026-11-22T23:59:59Z");
+    let s = SignedDuration::from_secs;
+    // Across midnight, so the day listing reads two days.
+    for (id, t) in [
+        ("b0", t0),
+        ("b1x", t0 + s(1)),
+        ("b1y", t0 + s(1)),
+        ("b2", t0 + s(2)),
+    ] {
+        store
+            .create_request(&record_as(VM_A, id, &bob(), t, false))
+            .await
+            .expect("created");
+    }
+    let bounded = |since: Option<Timestamp>, until: Option<Timestamp>| {
+        [
+            RequestQuery {
+                vm: Some(vm(VM_A)),
+                since,
+                until,
+                ..query(100)
+            },
+            RequestQuery {
+                requestor: Some(bob()),
+                since,
+                until,
+                ..query(100)
+            },
+            RequestQuery {
+                vm: Some(vm(VM_A)),
+                requestor: Some(bob()),
+                since,
+                until,
+                ..query(100)
+            },
+            RequestQuery {
+                // Every VM needs a start; and an end, so that this test does
+                // not depend on today's date.
+                since: Some(since.unwrap_or(t0 - s(86_400))),
+                until: Some(until.unwrap_or(t0 + s(3600))),
+                ..query(100)
+            },
+        ]
+    };
+    let cases: [(Option<Timestamp>, Option<Timestamp>, &[&str]); 6] = [
+        (None, None, &["b2", "b1y", "b1x", "b0"]),
+        // Started exactly at `since`: in.
+        (Some(t0 + s(1)), None, &["b2", "b1y", "b1x"]),
+        // Started exactly at `until`: out.
+        (None, Some(t0 + s(1)), &["b0"]),
+        (Some(t0 + s(1)), Some(t0 + s(2)), &["b1y", "b1x"]),
+        (Some(t0), Some(t0 + SignedDuration::from_nanos(1)), &["b0"]),
+        // An empty or reversed window is empty, not an error.
+        (Some(t0 + s(2)), Some(t0 + s(1)), &[]),
+    ];
+    for (since, until, expected) in cases {
+        for q in bounded(since, until) {
+            let page = store.query_requests(&q).await.expect("a page");
+            assert_eq!(ids_of(&page.records), expected, "{q:?}");
+            assert_eq!(page.next, None, "{q:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_list_every_record_once_in_order() {
+    let store = store().await;
+    let rows = listing_fixture(&store).await;
+    let all: Vec<String> = rows.iter().map(|(id, ..)| id.clone()).collect();
+    let listings = [
+        RequestQuery {
+            vm: Some(vm(VM_A)),
+            ..query(1)
+        },
+        RequestQuery {
+            requestor: Some(alice()),
+            ..query(1)
+        },
+        RequestQuery {
+            vm: Some(vm(VM_A)),
+            requestor: Some(bob()),
+            ..query(1)
+        },
+        RequestQuery {
+            since: Some(at("2026-11-19T12:00:00Z")),
+            until: Some(at("2026-11-24T00:00:00Z")),
+            ..query(1)
+        },
+        RequestQuery {
+            since: Some(at("2026-11-20T00:00:00Z")),
+            until: Some(at("2026-11-23T01:00:00Z")),
+            ..query(1)
+        },
+    ];
+    for listing in listings {
+        // Everything on one page: the reference.
+        let whole = store
+            .query_requests(&RequestQuery {
+                limit: 1000,
+                ..listing.clone()
+            })
+            .await
+            .expect("a page");
+        assert_eq!(whole.next, None);
+        let expected = ids_of(&whole.records);
+        assert!(!expected.is_empty(), "{listing:?}");
+        // Newest first, in the order of the whole table.
+        let positions: Vec<usize> = expected
+            .iter()
+            .map(|id| all.iter().position(|a| a == id).expect("a known id"))
+            .collect();
+        assert!(positions.is_sorted(), "{listing:?}: {expected:?}");
+
+        for limit in [1, 2, 3, expected.len(), expected.len() + 1] {
+            let pages = all_pages(
+                &store,
+                &RequestQuery {
+                    limit,
+                    ..listing.clone()
+                },
+            )
+            .await;
+            let walked: Vec<String> = pages.iter().flat_map(|p| ids_of(&p.records)).collect();
+            assert_eq!(walked, expected, "limit {limit}: {listing:?}");
+            for (i, page) in pages.iter().enumerate() {
+                assert!(page.records.len() <= limit, "limit {limit}");
+                assert!(!page.records.is_empty(), "limit {limit}: page {i} is empty");
+                if i + 1 < pages.len() {
+                    assert_eq!(page.records.len(), limit, "only the last page is short");
+                    assert_eq!(
+                        page.next,
+                        page.records.last().map(PageCursor::after),
+                        "a page's cursor is its last record"
+                    );
+                }
+            }
+            assert_eq!(
+                pages.len(),
+                expected.len().div_ceil(limit),
+                "limit {limit}: no page after the last record"
+            );
+        }
+    }
+
+    // A cursor is text that round-trips (it is handed out as nextToken).
+    let first = store
+        .query_requests(&RequestQuery {
+            vm: Some(vm(VM_A)),
+            ..query(2)
+        })
+        .await
+        .expect("a page");
+    let token = first.next.expect("more follow").as_str().to_owned();
+    let second = store
+        .query_requests(&RequestQuery {
+            vm: Some(vm(VM_A)),
+            after: Some(PageCursor::parse(&token).expect("a cursor")),
+            ..query(2)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(ids_of(&second.records), ["d22-d", "d22-b"]);
+    // A cursor continues within `until`, and `until` within the cursor.
+    let page = store
+        .query_requests(&RequestQuery {
+            vm: Some(vm(VM_A)),
+            until: Some(at("2026-11-22T10:00:00Z")),
+            after: Some(PageCursor::parse(&token).expect("a cursor")),
+            ..query(10)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(ids_of(&page.records), ["d22-a", "d20-a"]);
+}
+
+#[tokio::test]
+async fn many_records_of_one_day_page_without_gaps() {
+    let store = store().await;
+    let t0 = at("2026-11-22T12:00:00Z");
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        // Two by two, requests share an instant.
+        let t = t0 + SignedDuration::from_secs(i / 2);
+        let who = if i % 3 == 0 { bob() } else { alice() };
+        let id = format!("m{i:02}");
+        store
+            .create_request(&record_as(VM_B, &id, &who, t, false))
+            .await
+            .expect("created");
+        expected.push((t, id, who));
+    }
+    expected.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    for listing in [
+        RequestQuery {
+            vm: Some(vm(VM_B)),
+            ..query(4)
+        },
+        RequestQuery {
+            requestor: Some(alice()),
+            ..query(4)
+        },
+        RequestQuery {
+            vm: Some(vm(VM_B)),
+            requestor: Some(bob()),
+            ..query(4)
+        },
+        RequestQuery {
+            since: Some(t0),
+            until: Some(t0 + SignedDuration::from_hours(1)),
+            ..query(4)
+        },
+    ] {
+        let want: Vec<String> = expected
+            .iter()
+            .filter(|(_, _, who)| listing.requestor.as_ref().is_none_or(|p| p == who))
+            .map(|(_, id, _)| id.clone())
+            .collect();
+        let pages = all_pages(&store, &listing).await;
+        let walked: Vec<String> = pages.iter().flat_map(|p| ids_of(&p.records)).collect();
+        assert_eq!(walked, want, "{listing:?}");
+        let unique: BTreeSet<&String> = walked.iter().collect();
+        assert_eq!(unique.len(), walked.len(), "no duplicates: {listing:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_decided_request_leaves_the_pending_list() {
+    let store = store().await;
+    let t0 = at("2026-11-23T09:00:00Z");
+    let m = SignedDuration::from_mins;
+    for (id, vm_id, t, approval) in [
+        ("p1", VM_A, t0, true),
+        ("auto", VM_A, t0 + m(1), false),
+        ("p2", VM_B, t0 + m(2), true),
+        ("p3", VM_A, t0 + m(3), true),
+        ("p4", VM_C, t0 + m(4), true),
+    ] {
+        store
+            .create_request(&record_as(vm_id, id, &alice(), t, approval))
+            .await
+            .expect("created");
+    }
+    let pending = |before: Timestamp, limit: usize| {
+        let store = &store;
+        async move {
+            let records = store
+                .pending_requests(before, limit)
+                .await
+                .expect("pending");
+            assert!(
+                records
+                    .iter()
+                    .all(|r| r.status() == RequestStatus::PendingApproval)
+            );
+            ids_of(&records)
+        }
+    };
+    let later = t0 + m(60);
+    assert_eq!(pending(later, 10).await, ["p1", "p2", "p3", "p4"]);
+
+    let decide = |id: &'static str, to: RequestStatus| {
+        let store = &store;
+        async move {
+            let id = RequestId::parse(id).expect("id");
+            let current = store.get_request(&id).await.expect("read").expect("record");
+            let mut decided = current.value.clone();
+            let approver = Principal::parse("local:approver").expect("principal");
+            decided
+                .set_status(to, Some(&approver), t0 + m(30))
+                .expect("decided");
+            store
+                .update_request(&decided, current.revision)
+                .await
+                .expect("updated");
+            decided
+        }
+    };
+    let approved = decide("p2", RequestStatus::Approved).await;
+    assert_eq!(pending(later, 10).await, ["p1", "p3", "p4"]);
+    decide("p4", RequestStatus::Denied).await;
+    assert_eq!(pending(later, 10).await, ["p1", "p3"]);
+
+    // A decided request is still listed, with its decision.
+    let listed = store
+        .query_requests(&RequestQuery {
+            vm: Some(vm(VM_B)),
+            ..query(10)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(listed.records, [approved]);
+
+    // An update that keeps a request pending keeps it in the list.
+    let p3 = RequestId::parse("p3").expect("id");
+    let current = store.get_request(&p3).await.expect("read").expect("record");
+    store
+        .update_request(&current.value, current.revision)
+        .await
+        .expect("rewritten");
+    assert_eq!(pending(later, 10).await, ["p1", "p3"]);
+}
+
+#[tokio::test]
+async fn pending_requests_are_the_oldest_before_the_cutoff() {
+    let store = store().await;
+    let t0 = at("2026-11-22T23:00:00Z");
+    let m = SignedDuration::from_mins;
+    // Created out of order, across midnight.
+    for (id, t) in [
+        ("q3", t0 + m(90)),
+        ("q1", t0),
+        ("q2b", t0 + m(30)),
+        ("q2a", t0 + m(30)),
+    ] {
+        store
+            .create_request(&record_as(VM_A, id, &bob(), t, true))
+            .await
+            .expect("created");
+    }
+    let pending = |before: Timestamp, limit: usize| {
+        let store = &store;
+        async move {
+            ids_of(
+                &store
+                    .pending_requests(before, limit)
+                    .await
+                    .expect("pending"),
+            )
+        }
+    };
+    assert_eq!(pending(t0 + m(120), 10).await, ["q1", "q2a", "q2b", "q3"]);
+    // Started exactly at the cutoff: not before it.
+    assert_eq!(pending(t0 + m(90), 10).await, ["q1", "q2a", "q2b"]);
+    assert_eq!(pending(t0 + m(30), 10).await, ["q1"]);
+    assert_eq!(pending(t0, 10).await, Vec::<String>::new());
+    // The oldest first, at most `limit`.
+    assert_eq!(pending(t0 + m(120), 2).await, ["q1", "q2a"]);
+    assert_eq!(pending(t0 + m(120), 1).await, ["q1"]);
+    assert_eq!(pending(t0 + m(120), 0).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn listings_that_cannot_be_answered_are_invalid_queries() {
+    let store = store().await;
+    store
+        .create_request(&record_as(
+            VM_A,
+            "x1",
+            &alice(),
+            at("2026-11-23T10:00:00Z"),
+            false,
+        ))
+        .await
+        .expect("created");
+    for q in [
+        RequestQuery {
+            vm: Some(vm(VM_A)),
+            ..query(0)
+        },
+        RequestQuery {
+            requestor: Some(alice()),
+            ..query(0)
+        },
+        RequestQuery {
+            since: Some(at("2026-11-23T00:00:00Z")),
+            ..query(0)
+        },
+    ] {
+        let message = invalid_query(store.query_requests(&q).await);
+        assert!(message.contains("limit"), "{message}");
+    }
+    // Every VM and every requestor, with no start: a listing without end.
+    for q in [
+        query(10),
+        RequestQuery {
+            until: Some(at("2026-11-24T00:00:00Z")),
+            ..query(10)
+        },
+    ] {
+        let message = invalid_query(store.query_requests(&q).await);
+        assert!(message.contains("since"), "{message}");
+    }
+    // Years of days, one query each: refused, with the bound to narrow.
+    let message = invalid_query(
+        store
+            .query_requests(&RequestQuery {
+                since: Some(at("2020-01-01T00:00:00Z")),
+                until: Some(at("2026-11-24T00:00:00Z")),
+                ..query(10)
+            })
+            .await,
+    );
+    assert!(
+        message.contains("since") && message.contains("until"),
+        "{message}"
+    );
+    // The same with a VM is fine: one index partition.
+    let page = store
+        .query_requests(&RequestQuery {
+            vm: Some(vm(VM_A)),
+            since: Some(at("2020-01-01T00:00:00Z")),
+            ..query(10)
+        })
+        .await
+        .expect("a page");
+    assert_eq!(ids_of(&page.records), ["x1"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_request_item_fails_the_listing_by_name() {
+    let store = store().await;
+    let t = at("2026-11-23T10:00:00Z");
+    store
+        .create_request(&record_as(VM_A, "fine", &alice(), t, true))
+        .await
+        .expect("created");
+    let dynamo = aws_sdk_dynamodb::Client::new(&Moto::shared().config().await);
+    let s = |t: &str| aws_sdk_dynamodb::types::AttributeValue::S(t.into());
+    dynamo
+        .put_item()
+        .table_name(&store.tables().requests)
+        .item("id", s("mangled"))
+        .item("vm", s(VM_A))
+        .item("requestor", s("local:alice"))
+        .item("day", s("2026-11-23"))
+        .item("pending", s("PendingApproval"))
+        .item("createdAt", s("2026-11-23T11:00:00.000000000Z#mangled"))
+        .item(
+            "revision",
+            aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+        )
+        .item("record", s(r#"{"hand": "edited"}"#))
+        .send()
+        .await
+        .expect("raw put");
+    let results = [
+        store
+            .query_requests(&RequestQuery {
+                vm: Some(vm(VM_A)),
+                ..query(10)
+            })
+            .await
+            .map(|_| ()),
+        store
+            .query_requests(&RequestQuery {
+                requestor: Some(alice()),
+                ..query(10)
+            })
+            .await
+            .map(|_| ()),
+        store
+            .query_requests(&RequestQuery {
+                since: Some(t),
+                until: Some(at("2026-11-24T00:00:00Z")),
+                ..query(10)
+            })
+            .await
+            .map(|_| ()),
+        store
+            .pending_requests(at("2026-11-24T00:00:00Z"), 10)
+            .await
+            .map(|_| ()),
+    ];
+    for result in results {
+        match result {
+            Err(AdapterError::Permanent { code, message }) => {
+                assert_eq!(code, "CorruptRecord");
+                assert!(message.contains("mangled"), "{message}");
+            }
+            other => panic!("expected CorruptRecord, got {other:?}"),
+        }
+    }
 }
 
 // ----------------------------------------------------------------- queue

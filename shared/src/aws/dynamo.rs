@@ -5,13 +5,20 @@
 //! - policies, keyed by `vm` (the canonical VM id): `version` (N), `entry`
 //!   (S, the JSON of the [`PolicyEntry`], whose policy carries the same
 //!   version), `updatedAt` and `updatedBy` (S, for people reading the table).
-//! - requests, keyed by `id`: `vm`, `createdAt`, `requestor`, `status` (S),
-//!   `revision` (N) and `record` (S, the JSON of the [`RequestRecord`]). The
-//!   global secondary index `by-vm` (hash `vm`, range `createdAt`, every
-//!   attribute projected) lists a VM's requests by time. `createdAt` is the
-//!   record's `startTimeUtc` in a fixed-width RFC 3339 form (nanoseconds
-//!   always written, so text order is time order) followed by `#<id>`, so
-//!   two requests started in the same second keep distinct, ordered keys.
+//! - requests, keyed by `id`: `vm`, `createdAt`, `requestor`, `day`,
+//!   `status` (S), `pending` (S, only while the status is `PendingApproval`),
+//!   `revision` (N) and `record` (S, the JSON of the [`RequestRecord`]).
+//!   `createdAt` is the record's `startTimeUtc` in a fixed-width RFC 3339
+//!   form ([`sort_time`]: nanoseconds always written, so text order is time
+//!   order) followed by `#<id>`, so two requests started in the same second
+//!   keep distinct, ordered keys; it is also the [`PageCursor`] of listings.
+//!   `day` is the UTC date (`YYYY-MM-DD`) of `startTimeUtc`. Four global
+//!   secondary indexes, each with range key `createdAt` and every attribute
+//!   projected ([`REQUEST_INDEXES`]), list requests by time: `by-vm` (hash
+//!   `vm`), `by-requestor` (hash `requestor`), `by-day` (hash `day`: a
+//!   listing of every VM walks it day by day) and `pending` (hash
+//!   `pending`, a sparse index: a record leaves it when it is approved or
+//!   denied, as the attribute is then no longer written).
 //!
 //! # Concurrency
 //!
@@ -20,8 +27,8 @@
 //! whose message says what changed, read from the item DynamoDB returns
 //! with the failed condition (`ReturnValuesOnConditionCheckFailure=ALL_OLD`),
 //! or from a consistent read when it returned none. Reads of one item are
-//! strongly consistent; the `by-vm` index is eventually consistent, as every
-//! global secondary index is.
+//! strongly consistent; listings read the indexes, which are eventually
+//! consistent, as every global secondary index is.
 //!
 //! An item that cannot be read back (hand-edited, or written by another
 //! program) is an [`AdapterError::Permanent`] with code `CorruptRecord`
@@ -41,14 +48,42 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TableStatus,
 };
-use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 use super::sdk_error;
-use crate::domain::{RequestId, RequestRecord, VmId};
-use crate::ports::{AdapterError, PolicyEntry, PolicyStore, RequestStore, Revised};
+use crate::domain::{RequestId, RequestRecord, RequestStatus, VmId};
+use crate::ports::{
+    AdapterError, PageCursor, PolicyEntry, PolicyStore, RequestPage, RequestQuery, RequestStore,
+    Revised, sort_time,
+};
 
 /// The index of the requests table that lists a VM's requests by time.
 pub const REQUESTS_BY_VM: &str = "by-vm";
+/// The index of the requests table that lists a requestor's requests by time.
+pub const REQUESTS_BY_REQUESTOR: &str = "by-requestor";
+/// The index of the requests table that lists one UTC day's requests by time.
+pub const REQUESTS_BY_DAY: &str = "by-day";
+/// The sparse index of the requests table that holds only the requests
+/// waiting for an approver, by time.
+pub const REQUESTS_PENDING: &str = "pending";
+
+/// Every global secondary index of the requests table, as (name, hash key
+/// attribute); each has the range key [`REQUESTS_RANGE_KEY`] and projects
+/// every attribute.
+pub const REQUEST_INDEXES: [(&str, &str); 4] = [
+    (REQUESTS_BY_VM, VM),
+    (REQUESTS_BY_REQUESTOR, REQUESTOR),
+    (REQUESTS_BY_DAY, DAY),
+    (REQUESTS_PENDING, PENDING),
+];
+
+/// The range key of every index of the requests table.
+pub const REQUESTS_RANGE_KEY: &str = CREATED_AT;
+
+/// The widest span, in days, a listing of every VM (the `by-day` index, one
+/// query per day) may walk.
+pub const MAX_LISTING_DAYS: i64 = 400;
 
 /// How long [`DynamoStore::ensure_tables`] waits for new tables to be active.
 const ACTIVE_WAIT: Duration = Duration::from_secs(120);
@@ -62,6 +97,8 @@ const UPDATED_BY: &str = "updatedBy";
 const ID: &str = "id";
 const CREATED_AT: &str = "createdAt";
 const REQUESTOR: &str = "requestor";
+const DAY: &str = "day";
+const PENDING: &str = "pending";
 const STATUS: &str = "status";
 const REVISION: &str = "revision";
 const RECORD: &str = "record";
@@ -96,8 +133,8 @@ impl DynamoStore {
 
     /// Creates the tables that are missing (on-demand capacity) and waits,
     /// for a bounded time, until both are active. Tables that already exist
-    /// are kept; a requests table without the `by-vm` index is an error,
-    /// since listing a VM's requests needs it.
+    /// are kept; a requests table without one of the [`REQUEST_INDEXES`] is
+    /// an error (`MissingIndex`), since the listings need them.
     pub async fn ensure_tables(&self) -> Result<(), AdapterError> {
         let policies = &self.tables.policies;
         let requests = &self.tables.requests;
@@ -112,32 +149,34 @@ impl DynamoStore {
             .await;
         self.created_or_exists(policies, created).await?;
 
-        let index = GlobalSecondaryIndex::builder()
-            .index_name(REQUESTS_BY_VM)
-            .key_schema(key(VM, KeyType::Hash)?)
-            .key_schema(key(CREATED_AT, KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build();
-        let created = self
+        let mut create = self
             .client
             .create_table()
             .table_name(requests)
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(attribute(ID)?)
-            .attribute_definitions(attribute(VM)?)
             .attribute_definitions(attribute(CREATED_AT)?)
-            .key_schema(key(ID, KeyType::Hash)?)
-            .global_secondary_indexes(built(index)?)
-            .send()
-            .await;
+            .key_schema(key(ID, KeyType::Hash)?);
+        for (name, hash) in REQUEST_INDEXES {
+            let index = GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(hash, KeyType::Hash)?)
+                .key_schema(key(CREATED_AT, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build();
+            create = create
+                .attribute_definitions(attribute(hash)?)
+                .global_secondary_indexes(built(index)?);
+        }
+        let created = create.send().await;
         self.created_or_exists(requests, created).await?;
 
-        self.wait_active(policies, None).await?;
-        self.wait_active(requests, Some(REQUESTS_BY_VM)).await
+        self.wait_active(policies, &[]).await?;
+        self.wait_active(requests, &REQUEST_INDEXES).await
     }
 
     async fn created_or_exists<O, E, R>(
@@ -166,8 +205,10 @@ impl DynamoStore {
         }
     }
 
-    /// Waits until `table` (and `index`, when given) is active.
-    async fn wait_active(&self, table: &str, index: Option<&str>) -> Result<(), AdapterError> {
+    /// Waits until `table` and its `indexes` (name, hash key) are active.
+    /// An index that is missing, or keyed otherwise, is a `MissingIndex`
+    /// error naming every such index and the shape it must have.
+    async fn wait_active(&self, table: &str, indexes: &[(&str, &str)]) -> Result<(), AdapterError> {
         let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
         let mut pause = Duration::from_millis(100);
         loop {
@@ -181,32 +222,45 @@ impl DynamoStore {
             let description = out.table();
             let table_active =
                 description.and_then(|t| t.table_status()) == Some(&TableStatus::Active);
-            let index_state = index.map(|name| {
-                description
-                    .map(|t| t.global_secondary_indexes())
-                    .unwrap_or_default()
+            let found = description
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default();
+            let mut wrong = Vec::new();
+            let mut indexes_active = true;
+            for &(name, hash) in indexes {
+                let wanted = format!(
+                    "{name} (hash key {hash}, range key {CREATED_AT}, all attributes projected)"
+                );
+                let Some(index) = found.iter().find(|i| i.index_name() == Some(name)) else {
+                    wrong.push(wanted);
+                    continue;
+                };
+                let keys: Vec<(&str, &str)> = index
+                    .key_schema()
                     .iter()
-                    .find(|i| i.index_name() == Some(name))
-                    .map(|i| {
-                        // An index reported without a status is taken as ready.
-                        i.index_status().is_none_or(|s| s.as_str() == "ACTIVE")
-                    })
-            });
-            match index_state {
-                Some(None) => {
-                    return Err(AdapterError::permanent(
-                        "MissingIndex",
-                        format!(
-                            "table {table} has no global secondary index {} (hash key {VM}, range key \
-                             {CREATED_AT}, all attributes projected); it was not made by jitvm: add the \
-                             index or point JITVM_REQUESTS_TABLE at another table",
-                            index.unwrap_or_default()
-                        ),
-                    ));
+                    .map(|k| (k.attribute_name(), k.key_type().as_str()))
+                    .collect();
+                if keys != [(hash, "HASH"), (CREATED_AT, "RANGE")] {
+                    wrong.push(format!("{wanted}, not keyed {keys:?}"));
+                    continue;
                 }
-                Some(Some(false)) => {}
-                Some(Some(true)) | None if table_active => return Ok(()),
-                _ => {}
+                // An index reported without a status is taken as ready.
+                indexes_active &= index.index_status().is_none_or(|s| s.as_str() == "ACTIVE");
+            }
+            if !wrong.is_empty() {
+                return Err(AdapterError::permanent(
+                    "MissingIndex",
+                    format!(
+                        "table {table} lacks the global secondary index{} {}; it was made by an \
+                         older jitvm or by another program: add the index (one UpdateTable call \
+                         each) or point JITVM_REQUESTS_TABLE at another table",
+                        if wrong.len() > 1 { "es" } else { "" },
+                        wrong.join(", ")
+                    ),
+                ));
+            }
+            if table_active && indexes_active {
+                return Ok(());
             }
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(AdapterError::Transient {
@@ -275,15 +329,102 @@ impl DynamoStore {
                 format!("request {}: cannot be written as JSON: {e}", record.id()),
             )
         })?;
-        Ok(HashMap::from([
+        let status = format!("{:?}", record.status());
+        let mut item = HashMap::from([
             (ID.to_owned(), s(record.id().as_str())),
             (VM.to_owned(), s(&record.vm().to_string())),
             (CREATED_AT.to_owned(), s(&created_at(record))),
             (REQUESTOR.to_owned(), s(record.requestor().as_str())),
-            (STATUS.to_owned(), s(&format!("{:?}", record.status()))),
+            (DAY.to_owned(), s(&day(record.start_time_utc()))),
+            (STATUS.to_owned(), s(&status)),
             (REVISION.to_owned(), n(revision)),
             (RECORD.to_owned(), AttributeValue::S(json)),
-        ]))
+        ]);
+        // Only while pending: the `pending` index is sparse, so an approved
+        // or denied record (a put replaces the whole item) leaves it.
+        if record.status() == RequestStatus::PendingApproval {
+            item.insert(PENDING.to_owned(), s(&status));
+        }
+        Ok(item)
+    }
+
+    /// Appends to `out` the records of one partition of `range.index` that
+    /// `keep` accepts, following every `LastEvaluatedKey`, until `out`
+    /// holds `want` records or the partition is read.
+    async fn read_range(
+        &self,
+        range: &Range<'_>,
+        want: usize,
+        keep: &(dyn Fn(&RequestRecord) -> bool + Sync),
+        out: &mut Vec<RequestRecord>,
+    ) -> Result<(), AdapterError> {
+        let table = &self.tables.requests;
+        let mut names = HashMap::from([("#h".to_owned(), range.hash_attr.to_owned())]);
+        let mut values = HashMap::from([(":h".to_owned(), s(range.hash))]);
+        let condition = match (range.from, range.to) {
+            (None, None) => "#h = :h",
+            (Some(from), None) => {
+                values.insert(":from".to_owned(), s(from));
+                "#h = :h AND #c >= :from"
+            }
+            (None, Some(to)) => {
+                values.insert(":to".to_owned(), s(to));
+                "#h = :h AND #c <= :to"
+            }
+            // BETWEEN refuses a lower bound above the upper one; nothing
+            // lies between them anyway.
+            (Some(from), Some(to)) if from > to => return Ok(()),
+            (Some(from), Some(to)) => {
+                values.insert(":from".to_owned(), s(from));
+                values.insert(":to".to_owned(), s(to));
+                "#h = :h AND #c BETWEEN :from AND :to"
+            }
+        };
+        if range.from.is_some() || range.to.is_some() {
+            names.insert("#c".to_owned(), CREATED_AT.to_owned());
+        }
+        let mut start: Option<Item> = None;
+        while out.len() < want {
+            // Ask for what is still wanted; a filtered listing reads more per
+            // page, since some of what it reads is dropped.
+            let page = (want - out.len()).max(if range.filtered { FILTERED_PAGE } else { 1 });
+            let result = self
+                .client
+                .query()
+                .table_name(table)
+                .index_name(range.index)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(!range.newest_first)
+                .limit(i32::try_from(page).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    sdk_error(
+                        &format!(
+                            "listing requests (index {} of {table}, {} {})",
+                            range.index, range.hash_attr, range.hash
+                        ),
+                        e,
+                    )
+                })?;
+            for item in result.items() {
+                if out.len() == want {
+                    return Ok(());
+                }
+                let record = revised_record(table, item)?.value;
+                if keep(&record) {
+                    out.push(record);
+                }
+            }
+            match result.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -549,57 +690,195 @@ impl RequestStore for DynamoStore {
         since: Option<Timestamp>,
         limit: usize,
     ) -> Result<Vec<RequestRecord>, AdapterError> {
-        let table = &self.tables.requests;
-        let key = vm.to_string();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = RequestQuery {
+            vm: Some(vm.clone()),
+            requestor: None,
+            since,
+            until: None,
+            after: None,
+            limit,
+        };
+        Ok(self.query_requests(&query).await?.records)
+    }
+
+    /// Reads `by-vm` when a VM is given (keeping only the requestor's
+    /// records when one is given too), `by-requestor` when only a requestor
+    /// is, and otherwise `by-day`, one query per UTC day from the upper
+    /// bound's day (`until`, the cursor, or else tomorrow by this clock, as
+    /// a record starts when it is accepted) down to `since`'s, at most
+    /// [`MAX_LISTING_DAYS`] days. `next` is set only when a record past the
+    /// page was seen, so it never leads to an empty page.
+    async fn query_requests(&self, query: &RequestQuery) -> Result<RequestPage, AdapterError> {
+        if query.limit == 0 {
+            return Err(invalid_query(
+                "limit must be 1 or more: a listing returns at least one record per page",
+            ));
+        }
+        let since = query.since.map(sort_time);
+        let until = query.until.map(sort_time);
+        let cursor = query.after.as_ref().map(PageCursor::as_str);
+        // Items are `time#id`: a bare `until` is below every item started
+        // at `until` and above every item started before it, so `<=` on it
+        // is `<` on the time. The cursor's own item is dropped below.
+        let to = match (until.as_deref(), cursor) {
+            (Some(u), Some(c)) => Some(u.min(c)),
+            (u, c) => u.or(c),
+        };
+        let range = Range {
+            index: REQUESTS_BY_VM,
+            hash_attr: VM,
+            hash: "",
+            from: since.as_deref(),
+            to,
+            newest_first: true,
+            filtered: false,
+        };
+        let keep = |r: &RequestRecord| {
+            cursor.is_none_or(|c| created_at(r) != c)
+                && query.requestor.as_ref().is_none_or(|p| r.requestor() == p)
+        };
+        // One past the page: seeing it is knowing that more follow.
+        let want = query.limit.saturating_add(1);
         let mut records = Vec::new();
-        let mut start: Option<Item> = None;
-        while records.len() < limit {
-            let page = i32::try_from(limit - records.len()).unwrap_or(i32::MAX);
-            let mut query = self
-                .client
-                .query()
-                .table_name(table)
-                .index_name(REQUESTS_BY_VM)
-                .expression_attribute_names("#vm", VM)
-                .expression_attribute_values(":vm", s(&key))
-                .scan_index_forward(false)
-                .limit(page)
-                .set_exclusive_start_key(start.take());
-            query = match since {
-                None => query.key_condition_expression("#vm = :vm"),
-                Some(since) => query
-                    .key_condition_expression("#vm = :vm AND #c >= :since")
-                    .expression_attribute_names("#c", CREATED_AT)
-                    .expression_attribute_values(":since", s(&sort_time(since))),
-            };
-            let out = query
-                .send()
-                .await
-                .map_err(|e| sdk_error(&format!("listing the requests of {key}"), e))?;
-            for item in out.items() {
-                if records.len() == limit {
-                    break;
-                }
-                records.push(revised_record(table, item)?.value);
+        match (&query.vm, &query.requestor) {
+            (Some(vm), requestor) => {
+                let range = Range {
+                    hash: &vm.to_string(),
+                    filtered: requestor.is_some(),
+                    ..range
+                };
+                self.read_range(&range, want, &keep, &mut records).await?;
             }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+            (None, Some(requestor)) => {
+                let range = Range {
+                    index: REQUESTS_BY_REQUESTOR,
+                    hash_attr: REQUESTOR,
+                    hash: requestor.as_str(),
+                    ..range
+                };
+                self.read_range(&range, want, &keep, &mut records).await?;
+            }
+            (None, None) => {
+                let Some(since_time) = query.since else {
+                    return Err(invalid_query(
+                        "a listing of every VM needs `since` (it is read day by day); \
+                         or list one VM's or one requestor's requests",
+                    ));
+                };
+                let cursor_time = cursor.map(cursor_time).transpose()?;
+                let upper = match (query.until, cursor_time) {
+                    (Some(u), Some(c)) => u.min(c),
+                    (u, c) => u.or(c).unwrap_or_else(|| {
+                        Timestamp::now()
+                            .checked_add(SignedDuration::from_hours(24))
+                            .unwrap_or(Timestamp::MAX)
+                    }),
+                };
+                let first = utc_date(since_time);
+                let mut date = utc_date(upper);
+                let span = first
+                    .until(date)
+                    .map_or(i64::MAX, |span| i64::from(span.get_days()));
+                if span >= MAX_LISTING_DAYS {
+                    return Err(invalid_query(format!(
+                        "a listing of every VM spans at most {MAX_LISTING_DAYS} days, and \
+                         {since_time} to {upper} is {} days; narrow `since` and `until`",
+                        span.saturating_add(1)
+                    )));
+                }
+                while date >= first && records.len() < want {
+                    let range = Range {
+                        index: REQUESTS_BY_DAY,
+                        hash_attr: DAY,
+                        hash: &date.strftime("%Y-%m-%d").to_string(),
+                        ..range
+                    };
+                    self.read_range(&range, want, &keep, &mut records).await?;
+                    match date.yesterday() {
+                        Ok(d) => date = d,
+                        Err(_) => break,
+                    }
+                }
             }
         }
+        let next = if records.len() > query.limit {
+            records.truncate(query.limit);
+            records.last().map(PageCursor::after)
+        } else {
+            None
+        };
+        Ok(RequestPage { records, next })
+    }
+
+    async fn pending_requests(
+        &self,
+        started_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, AdapterError> {
+        let before = sort_time(started_before);
+        let status = format!("{:?}", RequestStatus::PendingApproval);
+        let range = Range {
+            index: REQUESTS_PENDING,
+            hash_attr: PENDING,
+            hash: &status,
+            from: None,
+            // `<=` on a bare time is `<` on the items' times (`time#id`).
+            to: Some(&before),
+            newest_first: false,
+            filtered: false,
+        };
+        let mut records = Vec::new();
+        self.read_range(&range, limit, &|_| true, &mut records)
+            .await?;
         Ok(records)
     }
 }
 
-/// A time as text whose order is the time's order: RFC 3339 in UTC with
-/// nanoseconds always written.
-fn sort_time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%S.%NZ").to_string()
+/// One partition of an index of the requests table, between two sort keys.
+#[derive(Clone, Copy)]
+struct Range<'a> {
+    index: &'static str,
+    hash_attr: &'static str,
+    hash: &'a str,
+    /// `createdAt` at or after this.
+    from: Option<&'a str>,
+    /// `createdAt` at or before this.
+    to: Option<&'a str>,
+    newest_first: bool,
+    /// Whether records are dropped in code (so pages are read larger).
+    filtered: bool,
 }
 
-/// The sort key of a record in the `by-vm` index.
+/// The page size of a listing that drops records in code.
+const FILTERED_PAGE: usize = 100;
+
+fn invalid_query(message: impl Into<String>) -> AdapterError {
+    AdapterError::permanent("InvalidQuery", message)
+}
+
+/// The time of a cursor (`time#id`).
+fn cursor_time(cursor: &str) -> Result<Timestamp, AdapterError> {
+    cursor
+        .split_once('#')
+        .and_then(|(time, _)| time.parse().ok())
+        .ok_or_else(|| invalid_query(format!("{cursor:?} is not a listing position")))
+}
+
+fn utc_date(t: Timestamp) -> jiff::civil::Date {
+    t.to_zoned(TimeZone::UTC).date()
+}
+
+/// The `day` of a record started at `t`: its UTC date, `YYYY-MM-DD`.
+fn day(t: Timestamp) -> String {
+    utc_date(t).strftime("%Y-%m-%d").to_string()
+}
+
+/// The sort key of a record in every index: its [`PageCursor`].
 fn created_at(record: &RequestRecord) -> String {
-    format!("{}#{}", sort_time(record.start_time_utc()), record.id())
+    PageCursor::after(record).as_str().to_owned()
 }
 
 fn next(n: u64, key: &str) -> Result<u64, AdapterError> {
