@@ -33,6 +33,34 @@ pub struct Settings {
     pub max_groups_per_interface: usize,
     /// Azure, when `JITVM_AZURE_TENANT_ID` is set; see [`AzureConfig`].
     pub azure: Option<AzureConfig>,
+    /// `JITVM_AUDITORS`: comma-separated principals (or patterns) who may
+    /// read every request and export the audit trail, and change nothing.
+    pub auditors: Vec<PrincipalPattern>,
+    /// `JITVM_APPROVAL_TIMEOUT`: how long a request waits for an approver
+    /// before it is denied, ISO 8601 (`PT1H`, the default) or `90m`; from 5
+    /// minutes to 7 days.
+    pub approval_timeout: jiff::SignedDuration,
+    /// `JITVM_SLACK_SIGNING_SECRET` or `JITVM_SLACK_SIGNING_SECRET_ARN`:
+    /// the Slack app's signing secret, which turns the Slack routes on.
+    pub slack_signing_secret: Option<Secret>,
+}
+
+/// A secret given in the environment, or the ARN of the Secrets Manager
+/// secret that holds it (read once at start-up, see
+/// [`crate::aws::stack::resolve_secrets`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Value(String),
+    Arn(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Value(_) => f.write_str("Secret::Value(..)"),
+            Secret::Arn(arn) => write!(f, "Secret::Arn({arn})"),
+        }
+    }
 }
 
 /// How jitvm reaches Azure: an app registration (service principal) with a
@@ -180,8 +208,59 @@ impl Settings {
             });
         }
         let azure = azure_config(&lookup, &get, &list)?;
+        let auditors = list("JITVM_AUDITORS")
+            .iter()
+            .map(|a| {
+                PrincipalPattern::parse(a).map_err(|e| ConfigError {
+                    name: "JITVM_AUDITORS",
+                    message: format!("{a:?}: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = get("JITVM_APPROVAL_TIMEOUT", "PT1H");
+        let approval_timeout = timeout
+            .parse::<jiff::SignedDuration>()
+            .ok()
+            .filter(|d| {
+                *d >= jiff::SignedDuration::from_mins(5)
+                    && *d <= jiff::SignedDuration::from_hours(24 * 7)
+            })
+            .ok_or_else(|| ConfigError {
+                name: "JITVM_APPROVAL_TIMEOUT",
+                message: format!(
+                    "{timeout:?} is not a duration from 5 minutes to 7 days, such as PT1H or 90m"
+                ),
+            })?;
+        let set = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let slack_signing_secret = match (
+            set("JITVM_SLACK_SIGNING_SECRET"),
+            set("JITVM_SLACK_SIGNING_SECRET_ARN"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError {
+                    name: "JITVM_SLACK_SIGNING_SECRET",
+                    message: "give JITVM_SLACK_SIGNING_SECRET or JITVM_SLACK_SIGNING_SECRET_ARN, not both".into(),
+                });
+            }
+            (Some(value), None) => Some(Secret::Value(value)),
+            (None, Some(arn)) if arn.starts_with("arn:") => Some(Secret::Arn(arn)),
+            (None, Some(arn)) => {
+                return Err(ConfigError {
+                    name: "JITVM_SLACK_SIGNING_SECRET_ARN",
+                    message: format!("{arn:?} is not an ARN (arn:aws:secretsmanager:...)"),
+                });
+            }
+            (None, None) => None,
+        };
         Ok(Self {
             azure,
+            auditors,
+            approval_timeout,
+            slack_signing_secret,
             policies_table: get("JITVM_POLICIES_TABLE", "jitvm-policies"),
             requests_table: get("JITVM_REQUESTS_TABLE", "jitvm-requests"),
             request_queue,
@@ -472,6 +551,49 @@ mod tests {
             ]),
             "JITVM_AZURE_SUBSCRIPTIONS"
         );
+    }
+
+    #[test]
+    fn approvals_audit_and_slack() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.approval_timeout, jiff::SignedDuration::from_hours(1));
+        assert!(s.auditors.is_empty() && s.slack_signing_secret.is_none());
+        let s = from(&[
+            (
+                "JITVM_AUDITORS",
+                "local:auditor, arn:aws:iam::1:role/Audit/*",
+            ),
+            ("JITVM_APPROVAL_TIMEOUT", "90m"),
+            ("JITVM_SLACK_SIGNING_SECRET", " s3cret "),
+        ])
+        .unwrap();
+        assert_eq!(s.auditors.len(), 2);
+        assert_eq!(s.approval_timeout, jiff::SignedDuration::from_mins(90));
+        assert_eq!(s.slack_signing_secret, Some(Secret::Value("s3cret".into())));
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "secrets stay out of logs"
+        );
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:slack-AbCdEf";
+        let s = from(&[("JITVM_SLACK_SIGNING_SECRET_ARN", arn)]).unwrap();
+        assert_eq!(s.slack_signing_secret, Some(Secret::Arn(arn.into())));
+        for (name, value) in [
+            ("JITVM_APPROVAL_TIMEOUT", "PT1M"),
+            ("JITVM_APPROVAL_TIMEOUT", "P30D"),
+            ("JITVM_APPROVAL_TIMEOUT", "soon"),
+            ("JITVM_SLACK_SIGNING_SECRET_ARN", "slack-secret"),
+            ("JITVM_AUDITORS", "local:a*b"),
+        ] {
+            let e = from(&[(name, value)])
+                .err()
+                .unwrap_or_else(|| panic!("{name}={value} must be refused"));
+            assert_eq!(e.name, name, "{value}: {e}");
+        }
+        let both = from(&[
+            ("JITVM_SLACK_SIGNING_SECRET", "x"),
+            ("JITVM_SLACK_SIGNING_SECRET_ARN", arn),
+        ]);
+        assert!(both.is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   code runs against AWS and against moto through `AWS_ENDPOINT_URL`.
 
 pub mod api;
+pub mod audit;
 pub mod aws;
 pub mod azure;
 pub mod cloud;
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod lambda;
 pub mod ports;
 pub mod records;
+pub mod slack;
 pub mod telemetry;
 
 pub use domain::*;

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use jitvm_core::aws::{AwsStack, CallCounter};
 use jitvm_core::azure::RetryPolicy;
@@ -19,6 +20,12 @@ use crate::arm_fake::ArmFake;
 pub const ADMIN: &str = "admin-token-0001";
 pub const ALICE: &str = "alice-token-0001";
 pub const BOB: &str = "bob-token-00001";
+/// `local:carol`, a second approver in approval tests.
+pub const CAROL: &str = "carol-token-0001";
+/// `local:auditor`, in `JITVM_AUDITORS`: reads everything, changes nothing.
+pub const AUDITOR: &str = "auditor-token-01";
+/// The signing secret of the stack's Slack app.
+pub const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 pub struct Stack {
     pub host: Arc<Host>,
@@ -30,6 +37,8 @@ pub struct Stack {
     pub counter: CallCounter,
     /// The Azure side: an ARM fake that only this stack uses.
     pub arm: ArmFake,
+    /// Seconds the host's clock runs ahead of the real one ([`Stack::advance`]).
+    skew: Arc<AtomicI64>,
 }
 
 /// The Azure subscription of every stack's ARM fake.
@@ -70,6 +79,8 @@ impl Stack {
         arm.add_resource_group(SUBSCRIPTION, "rg-stack");
         let settings = Settings::from_lookup(|name| match name {
             "JITVM_ADMINS" => Some("local:admin".into()),
+            "JITVM_AUDITORS" => Some("local:auditor".into()),
+            "JITVM_SLACK_SIGNING_SECRET" => Some(SLACK_SECRET.into()),
             "JITVM_POLICIES_TABLE" => Some(crate::unique("policies")),
             "JITVM_REQUESTS_TABLE" => Some(crate::unique("requests")),
             "JITVM_REQUEST_QUEUE" => Some(format!("{}.fifo", crate::unique("requests"))),
@@ -84,10 +95,20 @@ impl Stack {
             Some(counter.clone()),
             fast_retry(),
         );
-        let tokens = Tokens::parse(&format!("admin={ADMIN},alice={ALICE},bob={BOB}"))
-            .expect("test tokens are valid");
+        let tokens = Tokens::parse(&format!(
+            "admin={ADMIN},alice={ALICE},bob={BOB},carol={CAROL},auditor={AUDITOR}"
+        ))
+        .expect("test tokens are valid");
+        let skew = Arc::new(AtomicI64::new(0));
+        let clock_skew = skew.clone();
+        let clock = Arc::new(move || {
+            let ahead = jiff::SignedDuration::from_secs(clock_skew.load(Ordering::SeqCst));
+            jiff::Timestamp::now()
+                .checked_add(ahead)
+                .expect("the test clock stays in range")
+        });
         let host = Arc::new(
-            Host::start(settings, aws, tokens, Arc::new(jiff::Timestamp::now))
+            Host::start(settings, aws, tokens, clock)
                 .await
                 .expect("the host starts against moto"),
         );
@@ -112,7 +133,19 @@ impl Stack {
             region: region.to_owned(),
             counter,
             arm,
+            skew,
         }
+    }
+
+    /// Moves the host's clock `seconds` ahead (the HTTP handlers, the grant
+    /// poller and [`Stack::now`] all read it).
+    pub fn advance(&self, seconds: i64) {
+        self.skew.fetch_add(seconds, Ordering::SeqCst);
+    }
+
+    /// The host's current time.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.host.now()
     }
 
     /// Sends a request with `token` (none when `None`) and returns the
@@ -313,3 +346,92 @@ pub fn azure_vm(arm: &ArmFake, rg: &str, name: &str, ip: &str) -> (String, Strin
         nsg,
     )
 }
+
+// Slack, as Slack itself calls: form bodies signed with the app's secret.
+
+/// Slack's v0 signature of `body` sent at `timestamp`, with `secret`.
+pub fn slack_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("v0={hex}")
+}
+
+/// The form body of a slash command `text` typed by `user` of `team`.
+pub fn slash_body(team: &str, user: &str, text: &str, response_url: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", "legacy-verification-token")
+        .append_pair("team_id", team)
+        .append_pair("team_domain", "example")
+        .append_pair("channel_id", "C0123ABCD")
+        .append_pair("channel_name", "ops")
+        .append_pair("user_id", user)
+        .append_pair("user_name", "someone")
+        .append_pair("command", "/jit")
+        .append_pair("text", text)
+        .append_pair("response_url", response_url)
+        .append_pair("trigger_id", "123.456.abc")
+        .finish()
+}
+
+/// The form body of a click on a jitvm button (`approve`, `deny`) for
+/// request `id`, by `user` of `team`.
+pub fn click_body(team: &str, user: &str, action: &str, id: &str, response_url: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "team": {"id": team, "domain": "example"},
+        "user": {"id": user, "team_id": team, "username": "someone"},
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": action, "value": id,
+                     "block_id": "b1", "action_ts": "1700000000.000100"}],
+    });
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish()
+}
+
+impl Stack {
+    /// Posts `body` to `path` as Slack would, signed at `timestamp` (Unix
+    /// seconds) with `signature` (`None`: the right one for
+    /// [`SLACK_SECRET`]). Returns the status and the JSON answer.
+    pub async fn slack_at(
+        &self,
+        path: &str,
+        body: &str,
+        timestamp: i64,
+        signature: Option<String>,
+    ) -> (u16, Value) {
+        let signature = signature.unwrap_or_else(|| slack_signature(SLACK_SECRET, timestamp, body));
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header("x-slack-signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the host answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("a body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// Types `/jit <text>` as `user` of team `T0TEAM`, signed now.
+    pub async fn slash(&self, user: &str, text: &str) -> (u16, Value) {
+        let body = slash_body(
+            SLACK_TEAM,
+            user,
+            text,
+            "https://hooks.slack.com/commands/T0TEAM/1/x",
+        );
+        self.slack_at("/v1/chatops/slack", &body, self.now().as_second(), None)
+            .await
+    }
+}
+
+/// The Slack team of [`Stack::slash`].
+pub const SLACK_TEAM: &str = "T0TEAM";

@@ -1201,3 +1201,266 @@ async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
     assert_eq!(rules.len(), 1, "the standing rule is back: {rules:?}");
     assert_eq!(rules[0].cidr_ipv4(), Some("0.0.0.0/0"));
 }
+
+/// The body of the next message on the request queue, left there for the
+/// grant function: what a redelivery of it would carry.
+async fn peek(stack: &Stack) -> String {
+    let got = stack.host.queue.receive(1, 1).await.unwrap();
+    assert_eq!(got.len(), 1, "one message queued: {got:?}");
+    stack
+        .host
+        .queue
+        .release(&got[0].receipt_handle)
+        .await
+        .unwrap();
+    got[0].body.clone()
+}
+
+/// Asks alice's request for port 22 from `source` for `duration`; returns
+/// the accepted record.
+async fn ask_ssh(stack: &Stack, vm: &str, source: &str, duration: &str) -> Value {
+    let (status, accepted) = request(
+        stack,
+        ALICE,
+        ask(
+            vm,
+            json!({"number": 22, "duration": duration, "allowedSourceAddressPrefix": source}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    accepted
+}
+
+/// The group's ingress rules on port 22 from `cidr`.
+async fn ssh_rules_from(
+    stack: &Stack,
+    group: &str,
+    cidr: &str,
+) -> Vec<aws_sdk_ec2::types::SecurityGroupRule> {
+    stack
+        .ingress_rules_of_group(group)
+        .await
+        .into_iter()
+        .filter(|r| r.from_port() == Some(22) && r.cidr_ipv4() == Some(cidr))
+        .collect()
+}
+
+fn status_of(record: &Value) -> (String, String) {
+    (
+        port0(record)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        port0(record)["statusReason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_newer_request_for_the_same_port_and_source_replaces_the_open_grant() {
+    let stack = Stack::start("me-south-1").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = ask_ssh(&stack, &vm.arn, "198.51.100.7", "PT1H").await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    let a_message = peek(&stack).await;
+    drain(&stack).await;
+    assert_eq!(
+        status_of(&record(&stack, &a_id).await).0,
+        "Initiated",
+        "A is open"
+    );
+
+    // Over the policy's maximum (3 hours): refused, and A stays open.
+    let (status, refused) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "duration": "PT4H", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("DurationExceedsMaximum")),
+        "{refused}"
+    );
+    drain(&stack).await;
+    let rules = ssh_rules_from(&stack, &group, "198.51.100.7/32").await;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(tags(&rules[0])["jitvm:request"], a_id);
+    assert_eq!(status_of(&record(&stack, &a_id).await).0, "Initiated");
+
+    // B: the same port and source, for longer.
+    let b = ask_ssh(&stack, &vm.arn, "198.51.100.7", "PT2H").await;
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    let b_end = port0(&b)["endTimeUtc"].as_str().unwrap().to_owned();
+    let b_message = peek(&stack).await;
+    drain(&stack).await;
+
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 1, "one rule, B's: {rules:?}");
+    assert_eq!(rules[0].cidr_ipv4(), Some("198.51.100.7/32"));
+    assert_eq!(
+        (rules[0].from_port(), rules[0].to_port()),
+        (Some(22), Some(22))
+    );
+    let t = tags(&rules[0]);
+    assert_eq!(t["jitvm:request"], b_id);
+    let end: Timestamp = b_end.parse().unwrap();
+    assert_eq!(t["jitvm:expires"], jitvm_core::rule::rfc3339(end));
+    let b_rule = rules[0].security_group_rule_id().unwrap().to_owned();
+
+    let a_record = record(&stack, &a_id).await;
+    assert_eq!(
+        status_of(&a_record),
+        ("Revoked".to_owned(), "NewerRequestInitiated".to_owned()),
+        "{a_record}"
+    );
+    assert!(
+        port0(&a_record)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&b_id),
+        "{a_record}"
+    );
+    let b_record = record(&stack, &b_id).await;
+    assert_eq!(status_of(&b_record).0, "Initiated", "{b_record}");
+    assert_eq!(port0(&b_record)["endTimeUtc"], b_end.as_str());
+
+    // Redelivered, B's message and A's change nothing: A does not reopen,
+    // B's rule is not replaced by itself.
+    let app = grant_app(&stack);
+    for message in [&b_message, &a_message] {
+        assert_eq!(
+            jitvm_grant::process(&app, message, Timestamp::now()).await,
+            jitvm_grant::Outcome::Done
+        );
+        let rules = stack.ingress_rules_of_group(&group).await;
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0].security_group_rule_id(), Some(b_rule.as_str()));
+        assert_eq!(record(&stack, &a_id).await, a_record);
+        assert_eq!(record(&stack, &b_id).await, b_record);
+    }
+
+    // B then expires like any grant.
+    let summary = stack.host.sweep_once(end).await.unwrap();
+    assert_eq!((summary.expired, summary.records_updated), (1, 1));
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+    assert_eq!(
+        status_of(&record(&stack, &b_id).await),
+        ("Revoked".to_owned(), "Expired".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_request_from_another_source_or_for_another_port_keeps_the_open_grant() {
+    let stack = Stack::start("af-south-1").await;
+    let vm = stack.instance(&[]).await;
+    let mut policy = ssh_policy();
+    policy["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"number": 3389, "protocol": "tcp",
+        "allowedSourceAddressPrefix": "198.51.100.0/24", "maxRequestAccessDuration": "PT1H"}));
+    let group = enable(&stack, &vm.arn, policy).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = ask_ssh(&stack, &vm.arn, "198.51.100.7", "PT1H").await;
+    // Another address of the same block, the same address's block, and another port.
+    let other = ask_ssh(&stack, &vm.arn, "198.51.100.8", "PT2H").await;
+    let block = ask_ssh(&stack, &vm.arn, "198.51.100.0/24", "PT2H").await;
+    let (status, rdp) = request(
+        &stack,
+        ALICE,
+        ask(
+            &vm.arn,
+            json!({"number": 3389, "duration": "PT30M", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{rdp}");
+    drain(&stack).await;
+
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 4, "every grant is open: {rules:?}");
+    for (accepted, port, cidr) in [
+        (&a, 22, "198.51.100.7/32"),
+        (&other, 22, "198.51.100.8/32"),
+        (&block, 22, "198.51.100.0/24"),
+        (&rdp, 3389, "198.51.100.7/32"),
+    ] {
+        let id = accepted["id"].as_str().unwrap();
+        let mine: Vec<_> = rules
+            .iter()
+            .filter(|r| tags(r)["jitvm:request"] == id)
+            .collect();
+        assert_eq!(mine.len(), 1, "{id}: {rules:?}");
+        assert_eq!(
+            (mine[0].from_port(), mine[0].cidr_ipv4()),
+            (Some(port), Some(cidr))
+        );
+        let r = record(&stack, id).await;
+        assert_eq!(status_of(&r).0, "Initiated", "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_replacement_interrupted_after_marking_the_older_request_finishes_on_redelivery() {
+    let stack = Stack::start("ap-east-1").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, ssh_policy()).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = ask_ssh(&stack, &vm.arn, "198.51.100.7", "PT1H").await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    drain(&stack).await;
+    let b = ask_ssh(&stack, &vm.arn, "198.51.100.7", "PT2H").await;
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    // The grant function marked A, then stopped before revoking its rule:
+    // A's record says Revoked while its rule is still open.
+    let message = format!("replaced by newer request {b_id}");
+    jitvm_core::records::mark_closed(
+        &stack.host.aws.store,
+        &jitvm_core::RequestId::parse(&a_id).unwrap(),
+        &[Some(jitvm_core::Port::parse(22).unwrap())],
+        jitvm_core::StatusReason::NewerRequestInitiated,
+        Some(&message),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let rules = ssh_rules_from(&stack, &group, "198.51.100.7/32").await;
+    assert_eq!(tags(&rules[0])["jitvm:request"], a_id);
+
+    // B's message comes again: A's rule is found by its tags and closed.
+    drain(&stack).await;
+    let rules = stack.ingress_rules_of_group(&group).await;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(tags(&rules[0])["jitvm:request"], b_id);
+    let a_record = record(&stack, &a_id).await;
+    assert_eq!(
+        status_of(&a_record),
+        ("Revoked".to_owned(), "NewerRequestInitiated".to_owned())
+    );
+    assert_eq!(
+        a_record["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["status"] == "Revoked")
+            .count(),
+        1,
+        "marked once: {a_record}"
+    );
+    assert_eq!(status_of(&record(&stack, &b_id).await).0, "Initiated");
+}

@@ -898,3 +898,175 @@ async fn disabling_jit_on_a_deleted_vm_still_removes_its_rules() {
     assert!(denies(&stack.arm, &w.nsg).is_empty());
     assert_eq!(port0(&record(&stack, &id).await)["status"], "Revoked");
 }
+
+fn grant_app(stack: &Stack) -> jitvm_grant::GrantApp<'_> {
+    jitvm_grant::GrantApp {
+        policies: &stack.host.aws.store,
+        requests: &stack.host.aws.store,
+        firewall: &stack.host.aws.firewall,
+    }
+}
+
+/// The body of the next message on the request queue, left there for the
+/// grant function: what a redelivery of it would carry.
+async fn peek(stack: &Stack) -> String {
+    let got = stack.host.queue.receive(1, 1).await.unwrap();
+    assert_eq!(got.len(), 1, "one message queued: {got:?}");
+    stack
+        .host
+        .queue
+        .release(&got[0].receipt_handle)
+        .await
+        .unwrap();
+    got[0].body.clone()
+}
+
+fn status_of(record: &Value) -> (&str, &str) {
+    (
+        port0(record)["status"].as_str().unwrap_or_default(),
+        port0(record)["statusReason"].as_str().unwrap_or_default(),
+    )
+}
+
+/// Writes to ARM since the calls were last cleared (token requests aside).
+fn writes(arm: &ArmFake) -> Vec<String> {
+    arm.calls()
+        .into_iter()
+        .filter(|c| c.method != "GET" && !c.path.contains("/oauth2/"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_newer_request_for_the_same_port_and_source_replaces_the_open_grant() {
+    let stack = Stack::start(REGION).await;
+    let w = world(&stack.arm, "web-r1", IP);
+    enable(&stack, &w.vm, policy()).await;
+    let a_id = granted(&stack, &w.vm, "198.51.100.7").await;
+    let open = grants(&stack.arm, &w.nsg);
+    assert_eq!(open.len(), 1, "{open:?}");
+    // The same source written as a bare address (as in the portal): still
+    // the same source.
+    let a_rule = name(&open[0]).to_owned();
+    let mut edited = props(&open[0]).clone();
+    edited["sourceAddressPrefix"] = json!("198.51.100.7");
+    stack.arm.put_rule(&w.nsg, &a_rule, edited);
+
+    // Over the policy's maximum (3 hours): refused, and A stays open.
+    let (status, refused) = request(
+        &stack,
+        ALICE,
+        ask(
+            &w.vm,
+            json!({"number": 22, "duration": "PT4H", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("DurationExceedsMaximum")),
+        "{refused}"
+    );
+    drain(&stack).await;
+    let open = grants(&stack.arm, &w.nsg);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(name(&open[0]), a_rule);
+    assert_eq!(
+        status_of(&record(&stack, &a_id).await),
+        ("Initiated", "UserRequested")
+    );
+
+    // B: the same port and source, for longer.
+    let (status, b) = request(
+        &stack,
+        ALICE,
+        ask(
+            &w.vm,
+            json!({"number": 22, "duration": "PT2H", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{b}");
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    let b_end: Timestamp = port0(&b)["endTimeUtc"].as_str().unwrap().parse().unwrap();
+    let b_message = peek(&stack).await;
+    drain(&stack).await;
+
+    let open = grants(&stack.arm, &w.nsg);
+    assert_eq!(open.len(), 1, "one rule, B's: {open:?}");
+    let compact = jiff::fmt::strtime::format("%Y%m%dT%H%M%SZ", b_end).unwrap();
+    assert_eq!(name(&open[0]), format!("jitvm-22-{compact}-{b_id}"));
+    let p = props(&open[0]);
+    assert_eq!(p["sourceAddressPrefix"], "198.51.100.7/32");
+    assert_eq!(p["destinationPortRange"], "22");
+    assert_eq!(p["destinationAddressPrefix"], IP);
+    assert_eq!(p["access"], "Allow");
+
+    let a_record = record(&stack, &a_id).await;
+    assert_eq!(
+        status_of(&a_record),
+        ("Revoked", "NewerRequestInitiated"),
+        "{a_record}"
+    );
+    assert!(
+        port0(&a_record)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&b_id),
+        "{a_record}"
+    );
+    let b_record = record(&stack, &b_id).await;
+    assert_eq!(status_of(&b_record).0, "Initiated", "{b_record}");
+
+    // A redelivered B message writes nothing and changes no record.
+    stack.arm.clear_calls();
+    assert_eq!(
+        jitvm_grant::process(&grant_app(&stack), &b_message, Timestamp::now()).await,
+        jitvm_grant::Outcome::Done
+    );
+    assert_eq!(writes(&stack.arm), Vec::<String>::new());
+    assert_eq!(grants(&stack.arm, &w.nsg), open);
+    assert_eq!(record(&stack, &a_id).await, a_record);
+    assert_eq!(record(&stack, &b_id).await, b_record);
+}
+
+#[tokio::test]
+async fn a_request_from_another_source_or_for_another_port_keeps_the_open_grant() {
+    let stack = Stack::start(REGION).await;
+    let w = world(&stack.arm, "web-r2", IP);
+    enable(&stack, &w.vm, policy()).await;
+    let a_id = granted(&stack, &w.vm, "198.51.100.7").await;
+    let other = granted(&stack, &w.vm, "198.51.100.8").await;
+    let block = granted(&stack, &w.vm, "198.51.100.0/24").await;
+    let (status, rdp) = request(
+        &stack,
+        ALICE,
+        ask(
+            &w.vm,
+            json!({"number": 3389, "duration": "PT30M", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{rdp}");
+    let rdp = rdp["id"].as_str().unwrap().to_owned();
+    drain(&stack).await;
+
+    let open = grants(&stack.arm, &w.nsg);
+    assert_eq!(open.len(), 4, "every grant is open: {open:?}");
+    for (id, port, source) in [
+        (&a_id, "22", "198.51.100.7/32"),
+        (&other, "22", "198.51.100.8/32"),
+        (&block, "22", "198.51.100.0/24"),
+        (&rdp, "3389", "198.51.100.7/32"),
+    ] {
+        let mine: Vec<&Value> = open
+            .iter()
+            .filter(|r| name(r).ends_with(id.as_str()))
+            .collect();
+        assert_eq!(mine.len(), 1, "{id}: {open:?}");
+        assert_eq!(props(mine[0])["destinationPortRange"], port);
+        assert_eq!(props(mine[0])["sourceAddressPrefix"], source);
+        let r = record(&stack, id).await;
+        assert_eq!(status_of(&r), ("Initiated", "UserRequested"), "{r}");
+    }
+}

@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use jitvm_core::aws::dynamo::REQUESTS_BY_VM;
+use jitvm_core::aws::dynamo::{
+    REQUEST_INDEXES, REQUESTS_BY_DAY, REQUESTS_BY_REQUESTOR, REQUESTS_BY_VM, REQUESTS_PENDING,
+    REQUESTS_RANGE_KEY,
+};
 use jitvm_core::aws::sqs::MAX_RECEIVE_COUNT;
 use jitvm_core::domain::rule::{TAG_EXPIRES, TAG_MANAGED, TAG_REQUEST, TAG_REQUESTER, TAG_VM};
 use jitvm_tests::{SETUP_COMMAND, root};
@@ -72,14 +75,16 @@ const PLATFORM: &[&str] = &[
     "sqs:GetQueueAttributes",
 ];
 
-/// Routes whose function verifies its caller itself (a signed webhook) and
-/// so may go without API Gateway authorization. The Slack route arrives
-/// with the Slack issue.
-const SELF_VERIFYING_ROUTES: &[&str] = &["POST /v1/chatops/slack"];
+/// Routes whose function verifies its caller itself (Slack's signed
+/// requests) and so go without API Gateway authorization, on the IAM API
+/// only, to the request function.
+const SELF_VERIFYING_ROUTES: &[&str] = &[
+    "POST /v1/chatops/slack",
+    "POST /v1/chatops/slack/interactive",
+];
 
-/// Environment variables the template sets that the code does not read yet
-/// (the Slack route reads this one when it arrives).
-const PENDING_VARIABLES: &[&str] = &["JITVM_SLACK_SIGNING_SECRET_ARN"];
+/// Environment variables the template sets that the code does not read yet.
+const PENDING_VARIABLES: &[&str] = &[];
 
 /// What each function (by its directory under `functions/`) may call, and
 /// must be allowed to: the union of what its handler's ports call in
@@ -116,11 +121,13 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:RevokeSecurityGroupIngress",
             "ec2:DeleteSecurityGroup",
         ],
-        // Records, the queue, and an early revoke of a request's rules.
+        // Records, the queue, and an early revoke of a request's rules; the
+        // policies listed to find a VM a Slack command names by short name.
         "request" => &[
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:Query",
+            "dynamodb:Scan",
             "sqs:SendMessage",
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSecurityGroupRules",
@@ -142,11 +149,13 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:RevokeSecurityGroupIngress",
         ],
         // The sweep: jitvm groups' rules, revoke, mark records; the policies
-        // for the NSGs they name (Azure).
+        // for the NSGs they name (Azure); the requests still pending, to deny
+        // those that waited too long.
         "expire" => &[
             "dynamodb:Scan",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
+            "dynamodb:Query",
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSecurityGroupRules",
             "ec2:RevokeSecurityGroupIngress",
@@ -156,6 +165,25 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
         ),
     };
     common.into_iter().chain(own.iter().copied()).collect()
+}
+
+/// The indexes of the requests table each function lists requests by, and
+/// so may (and must be allowed to) `dynamodb:Query`: the request function
+/// lists by VM, by requestor and by day, and the pending ones for
+/// `/jit pending`; the policy function a VM's recent requests; the sweep the
+/// pending ones.
+fn allowed_indexes(function: &str) -> BTreeSet<&'static str> {
+    match function {
+        "policy" => BTreeSet::from([REQUESTS_BY_VM]),
+        "request" => BTreeSet::from([
+            REQUESTS_BY_VM,
+            REQUESTS_BY_REQUESTOR,
+            REQUESTS_BY_DAY,
+            REQUESTS_PENDING,
+        ]),
+        "expire" => BTreeSet::from([REQUESTS_PENDING]),
+        _ => BTreeSet::new(),
+    }
 }
 
 // ------------------------------------------------------------------- tests
@@ -557,6 +585,20 @@ fn each_function_may_do_exactly_what_its_code_calls() {
         for s in &statements {
             check_resources(&id, &function, s);
         }
+        let queried: BTreeSet<String> = statements
+            .iter()
+            .filter(|s| s.actions.iter().any(|a| a == "dynamodb:Query"))
+            .flat_map(|s| s.resources.iter().cloned())
+            .collect();
+        let expected: BTreeSet<String> = allowed_indexes(&function.dir)
+            .into_iter()
+            .map(|index| format!("${{RequestsTable.Arn}}/index/{index}"))
+            .collect();
+        assert_eq!(
+            queried, expected,
+            "{id} (functions/{}): the indexes it may query",
+            function.dir
+        );
     }
 }
 
@@ -573,7 +615,10 @@ fn tables_match_the_local_schema_and_are_kept() {
             "RequestsTable",
             json!([{"AttributeName": "id", "AttributeType": "S"},
                    {"AttributeName": "vm", "AttributeType": "S"},
-                   {"AttributeName": "createdAt", "AttributeType": "S"}]),
+                   {"AttributeName": "createdAt", "AttributeType": "S"},
+                   {"AttributeName": "requestor", "AttributeType": "S"},
+                   {"AttributeName": "day", "AttributeType": "S"},
+                   {"AttributeName": "pending", "AttributeType": "S"}]),
             json!([{"AttributeName": "id", "KeyType": "HASH"}]),
         ),
     ];
@@ -603,14 +648,34 @@ fn tables_match_the_local_schema_and_are_kept() {
             "{id}: deletion protection by parameter"
         );
     }
+    let indexes: Vec<Value> = REQUEST_INDEXES
+        .iter()
+        .map(|(name, hash)| {
+            json!({"IndexName": name,
+                   "KeySchema": [{"AttributeName": hash, "KeyType": "HASH"},
+                                 {"AttributeName": REQUESTS_RANGE_KEY, "KeyType": "RANGE"}],
+                   "Projection": {"ProjectionType": "ALL"}})
+        })
+        .collect();
     assert_eq!(
         source["RequestsTable"]["Properties"]["GlobalSecondaryIndexes"],
-        json!([{"IndexName": REQUESTS_BY_VM,
-                "KeySchema": [{"AttributeName": "vm", "KeyType": "HASH"},
-                              {"AttributeName": "createdAt", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"}}]),
-        "RequestsTable: the index shared/src/aws/dynamo.rs queries"
+        Value::Array(indexes),
+        "RequestsTable: the indexes shared/src/aws/dynamo.rs makes and queries"
     );
+    // Every key attribute of the table and its indexes is defined, and no
+    // other (CloudFormation refuses both).
+    let defined: BTreeSet<&str> = source["RequestsTable"]["Properties"]["AttributeDefinitions"]
+        .as_array()
+        .expect("attribute definitions")
+        .iter()
+        .filter_map(|a| a["AttributeName"].as_str())
+        .collect();
+    let keys: BTreeSet<&str> = REQUEST_INDEXES
+        .iter()
+        .map(|(_, hash)| *hash)
+        .chain(["id", REQUESTS_RANGE_KEY])
+        .collect();
+    assert_eq!(defined, keys, "RequestsTable: attribute definitions");
 }
 
 #[test]
@@ -691,7 +756,9 @@ fn routes_need_api_gateway_authorization() {
         "GET /v1/requests",
         "GET /v1/requests/{id}",
         "POST /v1/requests/{id}/approve",
+        "POST /v1/requests/{id}/deny",
         "POST /v1/requests/{id}/revoke",
+        "GET /v1/audit.csv",
     ];
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
     for (routes, dir) in [(&policy[..], "policy"), (&request[..], "request")] {
@@ -714,12 +781,40 @@ fn routes_need_api_gateway_authorization() {
             "no HTTP API {id}"
         );
         let api = &transformed[id];
-        let routes = routes_of(&api["Properties"]["Body"]);
+        let (open, routes): (Vec<Route>, Vec<Route>) = routes_of(&api["Properties"]["Body"])
+            .into_iter()
+            .partition(|r| SELF_VERIFYING_ROUTES.contains(&r.key.as_str()));
         let found: BTreeMap<String, String> = routes
             .iter()
             .map(|r| (r.key.clone(), r.function.clone()))
             .collect();
         assert_eq!(found, expected, "{id}: routes and their functions");
+        // Slack reaches the IAM API's two Slack routes, unauthenticated,
+        // and nothing else; single sign-on has no reason to carry them.
+        let request_function = &expected["POST /v1/requests"];
+        let slack: BTreeMap<String, String> = open
+            .iter()
+            .map(|r| (r.key.clone(), r.function.clone()))
+            .collect();
+        let want: BTreeMap<String, String> = if id == "Api" {
+            SELF_VERIFYING_ROUTES
+                .iter()
+                .map(|k| ((*k).to_owned(), request_function.clone()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        assert_eq!(slack, want, "{id}: the Slack routes");
+        for r in &open {
+            // SAM writes `Authorizer: NONE` as the security requirement
+            // `NONE`, which API Gateway reads as no authorization.
+            assert_eq!(
+                r.security,
+                json!([{"NONE": []}]),
+                "{id}: {} is authenticated by Slack's signature, not by API Gateway",
+                r.key
+            );
+        }
         for r in &routes {
             assert_eq!(
                 r.security,
@@ -733,7 +828,8 @@ fn routes_need_api_gateway_authorization() {
     // Whatever API exists, only a self-verifying route goes without auth.
     for (id, api) in apis {
         for r in routes_of(&api["Properties"]["Body"]) {
-            let open = r.security.as_array().is_none_or(|s| s.is_empty());
+            let open = r.security.as_array().is_none_or(|s| s.is_empty())
+                || r.security == json!([{"NONE": []}]);
             assert!(
                 !open || SELF_VERIFYING_ROUTES.contains(&r.key.as_str()),
                 "{id}: {} has no authorization",
@@ -1127,7 +1223,9 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
                         r.as_str(),
                         "GetAtt:PoliciesTable.Arn" | "GetAtt:RequestsTable.Arn"
                     ) || (action == "dynamodb:Query"
-                        && *r == format!("${{RequestsTable.Arn}}/index/{REQUESTS_BY_VM}"))
+                        && allowed_indexes(&function.dir)
+                            .iter()
+                            .any(|index| *r == format!("${{RequestsTable.Arn}}/index/{index}")))
                 }
                 "sqs" => r == "GetAtt:RequestQueue.Arn",
                 "secretsmanager" => {

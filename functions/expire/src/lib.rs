@@ -6,8 +6,12 @@
 //! lost write, a lost message or a restarted host never leaves a rule open.
 //! A rule on a jitvm firewall that is not a valid grant (added by hand, tags
 //! missing or edited) is drift: it is removed too, with an audit event.
+//!
+//! It also denies the requests that waited longer than the approval timeout
+//! for an approver (`Denied`, with that reason), so a request nobody looked
+//! at cannot be approved days later.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use jitvm_core::ports::{AdapterError, Firewall, RequestStore, RuleKey};
 use jitvm_core::rule::{plan_sweep, rfc3339};
 use jitvm_core::telemetry::Audit;
@@ -18,7 +22,13 @@ use serde::Serialize;
 pub struct ExpireApp<'a> {
     pub firewall: &'a dyn Firewall,
     pub requests: &'a dyn RequestStore,
+    /// How long a request may wait for an approver.
+    pub approval_timeout: SignedDuration,
 }
+
+/// The most timed-out requests one sweep denies; the rest wait for the
+/// next sweep, a minute later.
+pub const MAX_TIMEOUTS_PER_SWEEP: usize = 200;
 
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -33,6 +43,8 @@ pub struct SweepSummary {
     /// Records that could not be updated this time (the rules are gone all
     /// the same); the next sweep does not retry them, the log has them.
     pub record_errors: usize,
+    /// Requests denied because no approver decided in time.
+    pub approvals_timed_out: usize,
 }
 
 /// Sweeps once at `now`.
@@ -106,7 +118,9 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
             }
         }
     }
+    summary.approvals_timed_out = time_out_pending(app, now, &mut summary.record_errors).await;
     tracing::info!(
+        approvals_timed_out = summary.approvals_timed_out,
         examined = summary.examined,
         expired = summary.expired,
         drift = summary.drift,
@@ -114,6 +128,42 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         "sweep done"
     );
     Ok(summary)
+}
+
+/// Denies the requests still pending after the approval timeout; returns
+/// how many it denied. Failures are logged and counted in `errors`: the
+/// next sweep finds the same requests again.
+async fn time_out_pending(app: &ExpireApp<'_>, now: Timestamp, errors: &mut usize) -> usize {
+    let Some(cutoff) = now.checked_sub(app.approval_timeout).ok() else {
+        return 0;
+    };
+    let stale = match app
+        .requests
+        .pending_requests(cutoff, MAX_TIMEOUTS_PER_SWEEP)
+        .await
+    {
+        Ok(stale) => stale,
+        Err(e) => {
+            *errors += 1;
+            tracing::error!(error = %e, "could not list the requests waiting for approval");
+            return 0;
+        }
+    };
+    let mut denied = 0;
+    for record in stale {
+        let id = record.id();
+        let result =
+            records::update(app.requests, id, |r| r.time_out(app.approval_timeout, now)).await;
+        match result {
+            Ok(Some(r)) if r.status() == jitvm_core::RequestStatus::Denied => denied += 1,
+            Ok(_) => {}
+            Err(e) => {
+                *errors += 1;
+                tracing::error!(request_id = %id, error = %e, "could not deny a timed-out request");
+            }
+        }
+    }
+    denied
 }
 
 /// A failed sweep, as the Lambda runtime reports it: its `errorType` is

@@ -16,6 +16,7 @@ async fn main() -> Result<(), Error> {
     let app = ExpireApp {
         firewall: &aws.firewall,
         requests: &aws.store,
+        approval_timeout: settings.approval_timeout,
     };
     let app = &app;
     run(service_fn(move |_event: LambdaEvent<Value>| async move {

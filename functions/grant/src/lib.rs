@@ -191,7 +191,7 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
             None => {
                 let record =
                     RequestRecord::accepted(&request, &requestor, &grants, &approvers, now);
-                return match app.requests.create_request(&record).await {
+                return match records::create(app.requests, &record).await {
                     Ok(()) | Err(AdapterError::Conflict(_)) => Outcome::Done,
                     Err(e) => retry(e),
                 };
@@ -203,7 +203,7 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
         None => {
             // Sent straight to the queue by another system: record it first.
             let record = RequestRecord::accepted(&request, &requestor, &grants, &[], now);
-            match app.requests.create_request(&record).await {
+            match records::create(app.requests, &record).await {
                 Ok(()) => record,
                 // Created meanwhile by a concurrent delivery: use that one.
                 Err(AdapterError::Conflict(_)) => match app.requests.get_request(&id).await {
@@ -266,6 +266,21 @@ async fn open_all(
                 ),
             );
             continue;
+        }
+        match replace_older(app, grant, now).await {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => {
+                retry_reason = Some(e.to_string());
+                continue;
+            }
+            Err(e) => {
+                let why = format!(
+                    "the older grant of port {} could not be replaced: {e}",
+                    grant.port()
+                );
+                results.push((grant.clone(), Err(why)));
+                continue;
+            }
         }
         match app.firewall.open(grant, justification).await {
             Ok(opened) => results.push((grant.clone(), Ok(opened))),
@@ -358,6 +373,99 @@ async fn open_all(
         .emit();
     }
     retry_reason.map_or(Outcome::Done, Outcome::Retry)
+}
+
+/// A newer request replaces the open grant: before `grant` opens, the
+/// rules that other requests opened on the same VM, port and source are
+/// closed, and those requests' ports become `Revoked` with
+/// `NewerRequestInitiated` (afterwards there is one rule, the new one,
+/// with its own end time). Only the [`Firewall`] trait and the records are
+/// used, so it works the same on every cloud; on EC2 it is also what makes
+/// room for the new rule, since EC2 refuses a second identical rule.
+///
+/// The order is what makes a crash (or a lost write) at any point safe, and
+/// a redelivered message converge:
+///
+/// 1. The older rules are found on the firewall (`rules_of`), by the request
+///    id each carries. The cloud, not the database, says what is open.
+/// 2. Their requests' ports are marked `Revoked` first. The rule is how the
+///    older request is found, so it must outlive the mark: were
+///    the rule revoked first and the process stopped, a redelivery would
+///    find nothing left to name that request, and its record would say
+///    `Initiated` forever. Marked first, a crash leaves a record that says
+///    `Revoked` while its rule is still open until the next step or, at the
+///    latest, its own end time (the sweep needs no record).
+/// 3. The rules are revoked. A redelivery after a crash between 2 and 3
+///    finds them again, marks nothing new (the transition is a repeat) and
+///    revokes them; a revoke of rules already gone is not an error.
+/// 4. The new grant opens as before. A crash between 3 and 4 leaves neither
+///    rule open (never two), and the retried message opens the new one.
+///
+/// Rules of `grant`'s own request are never touched, so a redelivered
+/// message of the newer request changes nothing; a request from another
+/// source, or for another port, leaves older grants alone, and so does a
+/// rule jitvm did not make (on EC2 the adapter then refuses the duplicate).
+/// If the new grant cannot open after the older one was closed, the older
+/// one stays closed: it was replaced at the requestor's asking. Messages of
+/// one VM are processed in order (FIFO group = VM), so two requests of the
+/// same VM never replace each other concurrently; an older request's own
+/// message arriving later finds its port final and closes, never reopens.
+async fn replace_older(
+    app: &GrantApp<'_>,
+    grant: &Grant,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    let rules = app.firewall.rules_of(grant.vm()).await?;
+    let replaced =
+        records::replaced_rules(&rules, grant.request_id(), grant.port(), grant.source());
+    if replaced.is_empty() {
+        return Ok(());
+    }
+    let message = format!("replaced by newer request {}", grant.request_id());
+    let mut requestors = std::collections::BTreeMap::new();
+    for older in replaced.keys() {
+        let marked = records::mark_closed(
+            app.requests,
+            older,
+            &[Some(grant.port())],
+            StatusReason::NewerRequestInitiated,
+            Some(&message),
+            now,
+        )
+        .await?;
+        match marked {
+            Some(r) => {
+                requestors.insert(older.clone(), r.requestor().to_string());
+            }
+            None => tracing::warn!(request_id = %older, "a replaced rule with no request record"),
+        }
+    }
+    let keys: Vec<RuleKey> = replaced.values().flatten().cloned().collect();
+    app.firewall.revoke(&keys).await?;
+    let vm = grant.vm().to_string();
+    let source = grant.source().to_string();
+    for (older, keys) in &replaced {
+        let rules = keys
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        Audit {
+            event: "grant.replaced",
+            request_id: Some(older.as_str()),
+            vm: Some(&vm),
+            port: Some(grant.port().get()),
+            source: Some(&source),
+            requestor: requestors.get(older).map(String::as_str),
+            actor: Some(grant.requestor().as_str()),
+            status: Some("Revoked"),
+            reason: Some("NewerRequestInitiated"),
+            message: Some(&message),
+            rule: Some(&rules),
+        }
+        .emit();
+    }
+    Ok(())
 }
 
 /// Removes any rule of `record`'s request on `ports`.

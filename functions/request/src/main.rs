@@ -1,8 +1,9 @@
 //! Lambda entry point of the request function: wiring only.
 
 use jitvm_core::aws::AwsStack;
-use jitvm_core::config::Settings;
+use jitvm_core::config::{Secret, Settings};
 use jitvm_core::{lambda, telemetry};
+use jitvm_request::chatops::SlackApp;
 use jitvm_request::{RequestApi, handle};
 
 #[tokio::main]
@@ -11,12 +12,20 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = Settings::from_env()?;
     let aws = AwsStack::connect(&settings).await?;
     let queue = aws.queue(&settings).await?;
+    // `connect` has read a secret given by ARN, so only a value is left.
+    let slack = match &aws.settings.slack_signing_secret {
+        Some(Secret::Value(secret)) => Some(SlackApp::new(secret.clone())?),
+        _ => None,
+    };
     let api = RequestApi {
         policies: &aws.store,
         requests: &aws.store,
         queue: &queue,
         firewall: &aws.firewall,
         admins: &settings.admins,
+        auditors: &settings.auditors,
+        approval_timeout: settings.approval_timeout,
+        slack: slack.as_ref(),
     };
     lambda::run_http(|caller, request, now| handle(&api, caller, request, now)).await
 }

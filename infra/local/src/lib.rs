@@ -8,6 +8,9 @@
 //! - Polls the request queue like Lambda's event source mapping: batches of
 //!   up to 10, long polling, partial batch failures retried.
 //! - Runs the expiry sweep every `JITVM_SWEEP_INTERVAL_SECS` (default 60).
+//! - With `JITVM_SLACK_SIGNING_SECRET`, serves the Slack app's routes
+//!   (`/v1/chatops/slack`, `/v1/chatops/slack/interactive`), which Slack
+//!   authenticates with its signature instead of a bearer token.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,13 +26,14 @@ use jiff::Timestamp;
 use jitvm_core::api::{ApiError, Caller, MAX_BODY_BYTES, json_response};
 use jitvm_core::aws::AwsStack;
 use jitvm_core::aws::sqs::SqsQueue;
-use jitvm_core::config::Settings;
+use jitvm_core::config::{Secret, Settings};
 use jitvm_core::ports::AdapterError;
 use jitvm_core::{Principal, PrincipalError};
 use jitvm_expire::{ExpireApp, SweepSummary};
 use jitvm_grant::GrantApp;
 use jitvm_policy::PolicyApi;
 use jitvm_request::RequestApi;
+use jitvm_request::chatops::SlackApp;
 
 /// Bearer tokens and the principals they stand for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +80,8 @@ pub struct Host {
     pub queue: SqsQueue,
     pub tokens: Tokens,
     pub clock: Clock,
+    /// The Slack app, when `JITVM_SLACK_SIGNING_SECRET` is set.
+    pub slack: Option<SlackApp>,
 }
 
 /// What one poll of the queue did.
@@ -96,12 +102,28 @@ impl Host {
     ) -> Result<Self, AdapterError> {
         aws.store.ensure_tables().await?;
         let queue = SqsQueue::ensure(&aws.config, &settings.request_queue).await?;
+        let slack = match &aws.settings.slack_signing_secret {
+            Some(Secret::Value(secret)) => Some(
+                SlackApp::new(secret.clone())
+                    .map_err(|e| AdapterError::permanent("SlackClient", e.to_string()))?,
+            ),
+            Some(Secret::Arn(arn)) => {
+                return Err(AdapterError::permanent(
+                    "SecretUnresolved",
+                    format!(
+                        "the Slack signing secret {arn} was not read; build the stack with AwsStack::connect"
+                    ),
+                ));
+            }
+            None => None,
+        };
         Ok(Self {
             settings,
             aws,
             queue,
             tokens,
             clock,
+            slack,
         })
     }
 
@@ -164,6 +186,7 @@ impl Host {
         let app = ExpireApp {
             firewall: &self.aws.firewall,
             requests: &self.aws.store,
+            approval_timeout: self.settings.approval_timeout,
         };
         jitvm_expire::sweep(&app, now).await
     }
@@ -236,13 +259,19 @@ async fn serve_http(
             admins: &host.settings.admins,
         };
         jitvm_policy::handle(&api, caller, request, now).await
-    } else if path.starts_with("/v1/requests") {
+    } else if path.starts_with("/v1/requests")
+        || path.starts_with("/v1/chatops/")
+        || path == "/v1/audit.csv"
+    {
         let api = RequestApi {
             policies: &host.aws.store,
             requests: &host.aws.store,
             queue: &host.queue,
             firewall: &host.aws.firewall,
             admins: &host.settings.admins,
+            auditors: &host.settings.auditors,
+            approval_timeout: host.settings.approval_timeout,
+            slack: host.slack.as_ref(),
         };
         jitvm_request::handle(&api, caller, request, now).await
     } else {

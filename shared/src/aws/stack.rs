@@ -12,12 +12,15 @@ pub struct AwsStack {
     pub config: aws_config::SdkConfig,
     pub firewall: crate::cloud::Clouds,
     pub store: dynamo::DynamoStore,
+    /// The settings it was built from, with secrets given by ARN already
+    /// read (see [`resolve_secrets`]).
+    pub settings: crate::config::Settings,
 }
 
 impl AwsStack {
     /// Loads the SDK config (region, credentials, `AWS_ENDPOINT_URL`),
-    /// reads the Azure client secret from Secrets Manager when it is given
-    /// by ARN, and builds the clients.
+    /// reads the Azure client secret and the Slack signing secret from
+    /// Secrets Manager when they are given by ARN, and builds the clients.
     pub async fn connect(settings: &crate::config::Settings) -> Result<Self, AdapterError> {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let settings = resolve_secrets(&config, settings).await?;
@@ -78,6 +81,7 @@ impl AwsStack {
             },
             store,
             config,
+            settings: settings.clone(),
         }
     }
 
@@ -94,8 +98,9 @@ impl AwsStack {
     }
 }
 
-/// `settings` with the Azure client secret read from Secrets Manager when
-/// it is given by ARN (so it is never in the function's environment).
+/// `settings` with the Azure client secret and the Slack signing secret
+/// read from Secrets Manager when they are given by ARN (so they are never
+/// in the function's environment).
 pub async fn resolve_secrets(
     config: &aws_config::SdkConfig,
     settings: &crate::config::Settings,
@@ -104,20 +109,28 @@ pub async fn resolve_secrets(
     if let Some(azure) = settings.azure.as_mut()
         && let crate::config::AzureCredential::SecretArn(arn) = &azure.credential
     {
-        let secret = read_secret(config, arn).await?;
+        let secret = read_secret(config, arn, "Azure client secret").await?;
         azure.credential = crate::config::AzureCredential::Secret(secret);
+    }
+    if let Some(crate::config::Secret::Arn(arn)) = &settings.slack_signing_secret {
+        let secret = read_secret(config, arn, "Slack signing secret").await?;
+        settings.slack_signing_secret = Some(crate::config::Secret::Value(secret));
     }
     Ok(settings)
 }
 
 /// The `SecretString` of a Secrets Manager secret.
-async fn read_secret(config: &aws_config::SdkConfig, arn: &str) -> Result<String, AdapterError> {
+async fn read_secret(
+    config: &aws_config::SdkConfig,
+    arn: &str,
+    what: &str,
+) -> Result<String, AdapterError> {
     let answer = aws_sdk_secretsmanager::Client::new(config)
         .get_secret_value()
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| super::sdk_error(&format!("reading the Azure client secret {arn}"), e))?;
+        .map_err(|e| super::sdk_error(&format!("reading the {what} {arn}"), e))?;
     answer
         .secret_string()
         .map(str::trim)
@@ -125,8 +138,8 @@ async fn read_secret(config: &aws_config::SdkConfig, arn: &str) -> Result<String
         .map(str::to_owned)
         .ok_or_else(|| {
             AdapterError::permanent(
-                "AzureCredentialUnreadable",
-                format!("secret {arn} has no SecretString: store the client secret as plain text"),
+                "SecretUnreadable",
+                format!("secret {arn} has no SecretString: store the {what} as plain text"),
             )
         })
 }

@@ -150,6 +150,10 @@ pub enum RefusalReason {
         max: MaxAccessDuration,
         latest: Timestamp,
     },
+    #[error(
+        "{requestor} is the only approver of this VM's policy, and nobody approves their own request; an admin must add another approver"
+    )]
+    NoOtherApprover { requestor: Principal },
 }
 
 impl RefusalReason {
@@ -164,6 +168,7 @@ impl RefusalReason {
             RefusalReason::DurationExceedsMaximum { .. } => "DurationExceedsMaximum",
             RefusalReason::EndTimeNotInFuture { .. } => "EndTimeNotInFuture",
             RefusalReason::EndTimeBeyondMaximum { .. } => "EndTimeBeyondMaximum",
+            RefusalReason::NoOtherApprover { .. } => "NoOtherApprover",
         }
     }
 
@@ -179,7 +184,8 @@ impl RefusalReason {
             | RefusalReason::SourceNotAllowed { .. }
             | RefusalReason::AnySourceNotAllowed { .. }
             | RefusalReason::DurationExceedsMaximum { .. }
-            | RefusalReason::EndTimeBeyondMaximum { .. } => 403,
+            | RefusalReason::EndTimeBeyondMaximum { .. }
+            | RefusalReason::NoOtherApprover { .. } => 403,
         }
     }
 }
@@ -282,6 +288,19 @@ pub fn evaluate(
         return Decision::Refused { refusals };
     }
     if policy.needs_approval() {
+        // A requestor never approves their own request, so a policy whose
+        // only approver is the requestor could never open: say so now
+        // rather than leave the request pending until it times out.
+        if policy.approvers().iter().all(|a| a == requestor) {
+            return Decision::Refused {
+                refusals: vec![Refusal {
+                    port: None,
+                    reason: RefusalReason::NoOtherApprover {
+                        requestor: requestor.clone(),
+                    },
+                }],
+            };
+        }
         return Decision::PendingApproval {
             grants,
             approvers: policy.approvers().to_vec(),
@@ -447,6 +466,22 @@ mod tests {
         };
         assert_eq!(grants.len(), 1);
         assert_eq!(approvers, vec![Principal::parse("local:carol").unwrap()]);
+    }
+
+    #[test]
+    fn a_requestor_who_is_the_only_approver_is_refused() {
+        let ask = request(json!([{"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}]));
+        let only_alice = policy(json!({"ports": [22], "approvers": ["local:alice"]}));
+        let d = evaluate(Some(&only_alice), &ask, &alice(), None, now());
+        let Decision::Refused { refusals } = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(refusals[0].reason.code(), "NoOtherApprover");
+        assert_eq!(d.refusal_status(), Some(403));
+        // With a second approver it waits for that one.
+        let two = policy(json!({"ports": [22], "approvers": ["local:alice", "local:carol"]}));
+        let d = evaluate(Some(&two), &ask, &alice(), None, now());
+        assert!(matches!(d, Decision::PendingApproval { .. }), "{d:?}");
     }
 
     #[test]

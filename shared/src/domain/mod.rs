@@ -2,6 +2,7 @@
 //! `parse` constructor and a private field, so a value past the edge is
 //! already valid.
 
+pub mod audit;
 pub mod duration;
 pub mod evaluate;
 pub mod policy;
@@ -15,6 +16,7 @@ pub mod status;
 pub mod text;
 pub mod vm;
 
+pub use audit::{AUDIT_COLUMNS, AuditRow, audit_rows, changes_from};
 pub use duration::{AccessDuration, DurationError, MaxAccessDuration};
 pub use evaluate::{Decision, Grant, Refusal, RefusalReason, describe, evaluate};
 pub use policy::{Policy, PolicyDocument, PolicyError, PortRule};

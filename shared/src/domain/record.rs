@@ -223,6 +223,18 @@ impl RequestRecord {
         by: Option<&Principal>,
         now: Timestamp,
     ) -> Result<Transition, IllegalTransition> {
+        self.decide(to, by, None, now)
+    }
+
+    /// Moves the request to `to`, decided by `by`, with `message` (why it
+    /// was denied, say) in its history.
+    pub fn decide(
+        &mut self,
+        to: RequestStatus,
+        by: Option<&Principal>,
+        message: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Transition, IllegalTransition> {
         let t = self.status.transition(to)?;
         if t == Transition::Changed {
             self.status = to;
@@ -231,12 +243,50 @@ impl RequestRecord {
                 at: now,
                 port: None,
                 status: format!("{to:?}"),
-                reason: None,
+                reason: (to == RequestStatus::Denied).then_some(StatusReason::Denied),
                 by: by.cloned(),
-                message: None,
+                message: message.map(str::to_owned),
             });
         }
         Ok(t)
+    }
+
+    /// Denies a `PendingApproval` request: the request becomes `Denied`
+    /// and its ports, never opened, `Revoked` with reason `Denied` and
+    /// `message`. `by` is the approver who denied it, `None` when it timed
+    /// out. Returns whether anything changed.
+    pub fn deny(&mut self, by: Option<&Principal>, message: &str, now: Timestamp) -> bool {
+        let changed = self
+            .decide(RequestStatus::Denied, by, Some(message), now)
+            .is_ok_and(|t| t == Transition::Changed);
+        if changed {
+            self.revoke_ports(|_| true, StatusReason::Denied, Some(message), now);
+        }
+        changed
+    }
+
+    /// When the request is still `PendingApproval` and has waited
+    /// `timeout` or longer at `now`: the time it ran out.
+    pub fn approval_deadline_passed(
+        &self,
+        timeout: jiff::SignedDuration,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let deadline = self.start_time_utc.checked_add(timeout).ok()?;
+        (self.status == RequestStatus::PendingApproval && now >= deadline).then_some(deadline)
+    }
+
+    /// Denies the request if it waited for an approver for `timeout` or
+    /// longer. Returns whether it did.
+    pub fn time_out(&mut self, timeout: jiff::SignedDuration, now: Timestamp) -> bool {
+        if self.approval_deadline_passed(timeout, now).is_none() {
+            return false;
+        }
+        let message = format!(
+            "no approver decided within {}; ask again",
+            crate::domain::duration::iso(timeout)
+        );
+        self.deny(None, &message, now)
     }
 
     /// Moves one port to `to` for `reason`. A port the record does not hold

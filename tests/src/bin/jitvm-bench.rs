@@ -1,7 +1,7 @@
 //! Benchmarks of the AWS path against moto on this machine. Figures are
 //! printed, never asserted: run
 //!
-//!     cargo run --release -p jitvm-tests --bin jitvm-bench [-- --azure-only]
+//!     cargo run --release -p jitvm-tests --bin jitvm-bench [-- --azure-only | --chatops-only]
 //!
 //! It measures:
 //! - request accepted (202) to rule present in EC2, p50/p99 over 50
@@ -13,7 +13,10 @@
 //!   default sweep interval;
 //! - on Azure (the ARM fake, which answers at once: these figures are
 //!   jitvm's own overhead, not Azure's latency): accepted to rule present,
-//!   and ARM calls per grant, per early revoke and per sweep.
+//!   and ARM calls per grant, per early revoke and per sweep;
+//! - the Slack slash command's answer time (Slack gives an app 3 seconds),
+//!   naming the VM by instance id among many policies, and the audit
+//!   listing and CSV export over the records that made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +31,10 @@ const SAMPLES: usize = 50;
 #[tokio::main]
 async fn main() {
     let stack = Stack::start("us-east-1").await;
+    if std::env::args().any(|a| a == "--chatops-only") {
+        chatops(&stack).await;
+        return;
+    }
     if std::env::args().any(|a| a == "--azure-only") {
         let poller = tokio::spawn(stack.host.clone().run_poller());
         azure(&stack).await;
@@ -216,6 +223,7 @@ async fn main() {
     }
     azure(&stack).await;
     poller.abort();
+    chatops(&stack).await;
 }
 
 /// The Azure half: the same HTTP API and queue, an Azure VM on the fake.
@@ -346,6 +354,66 @@ async fn azure(stack: &Stack) {
     calls(
         "per early revoke (the handler lists the VM's rules twice, before and after marking the record)",
     );
+}
+
+/// The Slack command's answer time, and the audit reads over what it made.
+async fn chatops(stack: &Stack) {
+    use jitvm_tests::stack::{AUDITOR, SLACK_TEAM};
+    // Twenty VMs with policies, so that a short name is looked for among
+    // them; the commands name the last one.
+    let mut vm = None;
+    for _ in 0..20 {
+        let instance = stack.instance(&[]).await;
+        let mut policy = bench_policy();
+        policy["requesters"] = json!([format!("slack:{SLACK_TEAM}/U0BENCH")]);
+        enable(stack, &instance.arn, policy).await;
+        vm = Some(instance);
+    }
+    let Some(vm) = vm else { return };
+    let mut answers = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let text = format!(
+            "22 {} 30m from 198.51.{}.{} -- bench",
+            vm.world.instance_id,
+            i / 250,
+            i % 250 + 1
+        );
+        let t0 = Instant::now();
+        let (status, answer) = stack.slash("U0BENCH", &text).await;
+        answers.push(t0.elapsed());
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.to_string().contains("granted"), "{answer}");
+    }
+    report(
+        "Slack /jit request answered (20 policies, VM by instance id)",
+        &mut answers,
+    );
+    let mut reads = Vec::new();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let (status, page) = stack
+            .call(Method::GET, "/v1/requests?limit=200", Some(AUDITOR), None)
+            .await;
+        reads.push(t0.elapsed());
+        assert_eq!(status, 200, "{page}");
+    }
+    report("GET /v1/requests?limit=200 (all VMs, by day)", &mut reads);
+    let mut exports = Vec::new();
+    let mut size = 0;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let resp = stack
+            .http
+            .get(format!("{}/v1/audit.csv", stack.base))
+            .bearer_auth(AUDITOR)
+            .send()
+            .await
+            .expect("the host answers");
+        let text = resp.text().await.unwrap_or_default();
+        exports.push(t0.elapsed());
+        size = text.lines().count().saturating_sub(1);
+    }
+    report(&format!("GET /v1/audit.csv ({size} lines)"), &mut exports);
 }
 
 /// Port 22 from a /16, for an hour, for alice: room for every sample's source.

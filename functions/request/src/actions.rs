@@ -1,0 +1,322 @@
+//! What the request function does, whoever asked: the HTTP API and the
+//! Slack command call the same actions, so a request from Slack is checked,
+//! recorded and audited exactly as one from the API.
+
+use jiff::Timestamp;
+use jitvm_core::api::{ApiError, Caller};
+use jitvm_core::ports::{Revised, close_request_rules};
+use jitvm_core::telemetry::Audit;
+use jitvm_core::{
+    AccessRequest, Decision, InitiateBody, Justification, RequestId, RequestMessage, RequestRecord,
+    RequestStatus, StatusReason, Transition, VmId, evaluate, records,
+};
+
+use crate::RequestApi;
+
+/// Checks `body` against the VM's policy, records it as request `id`, and
+/// queues it for the grant function when no approval is needed.
+pub async fn submit(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    body: &InitiateBody,
+    id: RequestId,
+    now: Timestamp,
+) -> Result<RequestRecord, ApiError> {
+    let request = AccessRequest::parse(id, body)?;
+    let policy = api.policies.get_policy(request.vm()).await?;
+    let decision = evaluate(
+        policy.as_ref().map(|e| &e.policy),
+        &request,
+        &caller.principal,
+        caller.address,
+        now,
+    );
+    let vm = request.vm().to_string();
+    let (grants, approvers) = match decision {
+        Decision::Refused { refusals } => {
+            let first = refusals.first().map(|r| &r.reason);
+            let status = first.map_or(403, |r| r.http_status());
+            let code = first.map_or("Refused", |r| r.code());
+            let message = jitvm_core::describe(&refusals);
+            Audit {
+                event: "request.refused",
+                request_id: Some(request.id().as_str()),
+                vm: Some(&vm),
+                requestor: Some(caller.principal.as_str()),
+                status: Some("Denied"),
+                reason: Some(code),
+                message: Some(&message),
+                ..Audit::default()
+            }
+            .emit();
+            return Err(ApiError::new(status, code, message));
+        }
+        Decision::Approved { grants } => (grants, Vec::new()),
+        Decision::PendingApproval { grants, approvers } => (grants, approvers),
+    };
+    let record = RequestRecord::accepted(&request, &caller.principal, &grants, &approvers, now);
+    records::create(api.requests, &record).await?;
+    if !approvers.is_empty() {
+        return Ok(record);
+    }
+    let message = RequestMessage::accepted(&request, &caller.principal, &grants);
+    if let Err(e) = api.queue.enqueue(&message).await {
+        // Nothing will open this request: say so in its record.
+        let reason = format!("the request could not be queued: {e}");
+        if let Err(e) = records::update(api.requests, request.id(), |r| {
+            r.fail_pending_ports(StatusReason::Error, &reason, now)
+        })
+        .await
+        {
+            tracing::error!(request_id = %request.id(), error = %e, "could not record the failure");
+        }
+        tracing::error!(request_id = %request.id(), error = %e, "enqueue failed");
+        return Err(e.into());
+    }
+    Ok(record)
+}
+
+/// The record `id`, or 404.
+pub async fn load(
+    api: &RequestApi<'_>,
+    id: &RequestId,
+) -> Result<Revised<RequestRecord>, ApiError> {
+    api.requests
+        .get_request(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no request {id}")))
+}
+
+/// Whether `caller` may see every request of `vm`: admins, auditors and
+/// the approvers of its current policy.
+pub async fn is_overseer(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    vm: &VmId,
+) -> Result<bool, ApiError> {
+    if api.sees_everything(caller) {
+        return Ok(true);
+    }
+    let policy = api.policies.get_policy(vm).await?;
+    Ok(policy.is_some_and(|e| e.policy.approvers().contains(&caller.principal)))
+}
+
+/// Checks that `caller` may decide on `record` (an approver of the VM's
+/// current policy, never its requestor) and that it still waits for a
+/// decision. A request that waited too long is denied here and then, so
+/// the answer is the same whether or not the sweep has got to it.
+async fn check_decider(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    record: &RequestRecord,
+    now: Timestamp,
+) -> Result<Option<jitvm_core::ports::PolicyEntry>, ApiError> {
+    let id = record.id();
+    let entry = api.policies.get_policy(record.vm()).await?;
+    let approvers = entry
+        .as_ref()
+        .map(|e| e.policy.approvers())
+        .unwrap_or_default();
+    if !approvers.contains(&caller.principal) {
+        return Err(ApiError::forbidden(format!(
+            "{} is not an approver of this VM's policy",
+            caller.principal
+        )));
+    }
+    if record.requestor() == &caller.principal {
+        return Err(ApiError::forbidden(
+            "a requestor cannot decide on their own request; another approver must",
+        ));
+    }
+    if let Some(deadline) = record.approval_deadline_passed(api.approval_timeout, now) {
+        records::update(api.requests, id, |r| r.time_out(api.approval_timeout, now)).await?;
+        return Err(ApiError::new(
+            409,
+            "ApprovalTimedOut",
+            format!(
+                "request {id} waited for an approver until {deadline} and was denied; the requestor must ask again"
+            ),
+        ));
+    }
+    if record.status() != RequestStatus::PendingApproval {
+        return Err(ApiError::new(
+            409,
+            "NotPending",
+            format!("request {id} is {:?}, not PendingApproval", record.status()),
+        ));
+    }
+    Ok(entry)
+}
+
+/// An approver approves a pending request: it is checked against the
+/// policy as it is now, its window starts now, and it is queued.
+pub async fn approve(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    id: &RequestId,
+    now: Timestamp,
+) -> Result<RequestRecord, ApiError> {
+    let record = load(api, id).await?.value;
+    let entry = check_decider(api, caller, &record, now).await?;
+    // The same ports, sources and durations, checked against the policy as
+    // it is now, with the window starting at the approval.
+    let request = AccessRequest::parse(id.clone(), &pending_body(&record))?;
+    let decision = evaluate(
+        entry.as_ref().map(|e| &e.policy),
+        &request,
+        record.requestor(),
+        None,
+        now,
+    );
+    let grants = match decision {
+        Decision::PendingApproval { grants, .. } | Decision::Approved { grants } => grants,
+        Decision::Refused { refusals } => {
+            let message = jitvm_core::describe(&refusals);
+            return Err(ApiError::new(
+                403,
+                refusals.first().map_or("Refused", |r| r.reason.code()),
+                format!("the request no longer fits the policy: {message}"),
+            ));
+        }
+    };
+    let updated = records::update(api.requests, id, |r| {
+        let changed = r
+            .set_status(RequestStatus::Approved, Some(&caller.principal), now)
+            .is_ok_and(|t| t == Transition::Changed);
+        if changed {
+            r.reschedule(&grants);
+        }
+        changed
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
+    if updated.decided_by() != Some(&caller.principal)
+        || updated.status() != RequestStatus::Approved
+    {
+        return Err(ApiError::new(
+            409,
+            "NotPending",
+            format!("request {id} was decided meanwhile"),
+        ));
+    }
+    let message = RequestMessage::accepted(&request, updated.requestor(), &grants);
+    api.queue.enqueue(&message).await?;
+    Ok(updated)
+}
+
+/// An approver denies a pending request, optionally saying why.
+pub async fn deny(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    id: &RequestId,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<RequestRecord, ApiError> {
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(Justification::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(400, "InvalidReason", format!("reason: {e}")))?;
+    let record = load(api, id).await?.value;
+    check_decider(api, caller, &record, now).await?;
+    let message = match &reason {
+        Some(r) => format!("denied by {}: {}", caller.principal, r.as_str()),
+        None => format!("denied by {}", caller.principal),
+    };
+    let updated = records::update(api.requests, id, |r| {
+        r.deny(Some(&caller.principal), &message, now)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
+    if updated.decided_by() != Some(&caller.principal) || updated.status() != RequestStatus::Denied
+    {
+        return Err(ApiError::new(
+            409,
+            "NotPending",
+            format!("request {id} was decided meanwhile"),
+        ));
+    }
+    Ok(updated)
+}
+
+/// The requestor or an admin closes a grant early (`UserRequested`); a
+/// request still pending is withdrawn (`Denied`).
+pub async fn revoke(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    id: &RequestId,
+    now: Timestamp,
+) -> Result<RequestRecord, ApiError> {
+    let current = load(api, id).await?;
+    let vm = current.value.vm().clone();
+    if current.value.requestor() != &caller.principal && !caller.is_admin(api.admins) {
+        return Err(ApiError::forbidden(format!(
+            "only the requestor of {id} or an admin may revoke it"
+        )));
+    }
+    // Close the rules, then the record, then the rules again: a grant being
+    // opened at this moment either is closed by the second pass or, finding
+    // its port Revoked when it writes, closes its own rule.
+    let closed = close_request_rules(api.firewall, &vm, id, None).await?;
+    let record = records::update(api.requests, id, |r| {
+        let mut changed = false;
+        if r.status() == RequestStatus::PendingApproval {
+            changed |= r
+                .decide(
+                    RequestStatus::Denied,
+                    Some(&caller.principal),
+                    Some("withdrawn before a decision"),
+                    now,
+                )
+                .is_ok_and(|t| t == Transition::Changed);
+        }
+        changed |= r.revoke_ports(|_| true, StatusReason::UserRequested, None, now);
+        changed
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
+    let closed = closed + close_request_rules(api.firewall, &vm, id, None).await?;
+    Audit {
+        event: "request.revoked",
+        request_id: Some(id.as_str()),
+        vm: Some(&vm.to_string()),
+        requestor: Some(record.requestor().as_str()),
+        actor: Some(caller.principal.as_str()),
+        status: Some("Revoked"),
+        reason: Some("UserRequested"),
+        message: Some(&format!("{closed} rules removed")),
+        ..Audit::default()
+    }
+    .emit();
+    Ok(record)
+}
+
+/// The body of a pending request as recorded: each port with its source and
+/// the duration it was asked for.
+fn pending_body(record: &RequestRecord) -> InitiateBody {
+    InitiateBody {
+        virtual_machines: vec![jitvm_core::InitiateVm {
+            id: record.vm().to_string(),
+            ports: record
+                .ports()
+                .iter()
+                .map(|p| jitvm_core::InitiatePort {
+                    number: i64::from(p.number.get()),
+                    duration: Some(format!(
+                        "PT{}S",
+                        p.end_time_utc
+                            .duration_since(record.start_time_utc())
+                            .as_secs()
+                            .max(1)
+                    )),
+                    end_time_utc: None,
+                    allowed_source_address_prefix: Some(
+                        p.allowed_source_address_prefix.to_string(),
+                    ),
+                })
+                .collect(),
+        }],
+        justification: record.justification().map(|j| j.as_str().to_owned()),
+    }
+}

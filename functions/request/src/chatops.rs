@@ -1,0 +1,280 @@
+//! The Slack app: `POST /v1/chatops/slack` (the `/jit` slash command) and
+//! `POST /v1/chatops/slack/interactive` (its Approve and Deny buttons).
+//!
+//! API Gateway lets these two routes through unauthenticated; each call is
+//! checked here against the app's signing secret (v0 HMAC-SHA256 over
+//! `v0:{timestamp}:{body}`, timestamp within 5 minutes) before anything
+//! else is read, and a call that fails the check gets 401 and does nothing.
+//! The caller is then `slack:<team_id>/<user_id>`, and every command goes
+//! through the same actions as the HTTP API ([`crate::actions`]).
+//!
+//! A person gets every answer, including refusals, as an ephemeral Slack
+//! message with HTTP 200: Slack shows the body of a 4xx only as "failed".
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use jiff::{SignedDuration, Timestamp};
+use jitvm_core::api::{ApiError, Caller, json_response};
+use jitvm_core::ports::RequestQuery;
+use jitvm_core::slack::{
+    self, Command, Interaction, RequestCommand, SigningSecret, SlackError, SlashCommand, Verb,
+};
+use jitvm_core::{Policy, RequestId, RequestRecord, RequestStatus, VmId};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{RequestApi, actions};
+
+/// The Slack app's secret and the client that posts answers to Slack.
+pub struct SlackApp {
+    secret: SigningSecret,
+    client: reqwest::Client,
+}
+
+impl SlackApp {
+    pub fn new(signing_secret: String) -> Result<Self, SlackError> {
+        Ok(Self {
+            secret: SigningSecret::new(signing_secret),
+            client: slack::response_client()?,
+        })
+    }
+}
+
+/// How far back `status` looks: the longest grant, plus the longest wait
+/// for an approver.
+const LONGEST_GRANT: SignedDuration = SignedDuration::from_hours(25);
+/// The most requests one `status` or `pending` answer looks at.
+const MAX_LISTED: usize = 200;
+
+fn app<'a>(api: &'a RequestApi<'_>) -> Result<&'a SlackApp, ApiError> {
+    api.slack.ok_or_else(|| {
+        ApiError::new(
+            404,
+            "SlackNotConfigured",
+            "the Slack app is not set up on this deployment: set JITVM_SLACK_SIGNING_SECRET (or the SlackSigningSecretArn parameter)",
+        )
+    })
+}
+
+/// Checks Slack's signature on `request`; the signature, when it passed,
+/// in one canonical form (trimmed, hex digits in lower case). The check
+/// accepts the hex digits in either case, so the header as sent is not a
+/// key for "the same command": a replay with the digits in upper case would
+/// otherwise be a second request.
+fn verified(app: &SlackApp, request: &Request<Bytes>, now: Timestamp) -> Result<String, ApiError> {
+    let header = |name: &str| header(request.headers(), name);
+    let signature = header("x-slack-signature");
+    slack::verify(
+        &app.secret,
+        header("x-slack-request-timestamp"),
+        signature,
+        request.body(),
+        now,
+    )
+    .map_err(|e| ApiError::new(e.http_status(), e.code(), e.to_string()))?;
+    // `verify` refuses a missing signature, so it is there.
+    Ok(signature.unwrap_or_default().trim().to_ascii_lowercase())
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn slack_error(e: SlackError) -> ApiError {
+    ApiError::new(e.http_status(), e.code(), e.to_string())
+}
+
+/// The slash command.
+pub async fn slash_command(
+    api: &RequestApi<'_>,
+    request: &Request<Bytes>,
+    now: Timestamp,
+) -> Result<Response<String>, ApiError> {
+    let app = app(api)?;
+    let signature = verified(app, request, now)?;
+    let command = SlashCommand::parse(request.body()).map_err(slack_error)?;
+    let caller = Caller {
+        principal: command.principal().map_err(slack_error)?,
+        // The address Slack calls from is Slack's, not the person's.
+        address: None,
+    };
+    let message = match slack::parse_command(&command.text) {
+        Err(e) => slack::refused(e.code(), &e.describe(&command.command)),
+        Ok(parsed) => answer(api, &caller, &command.command, parsed, &signature, now)
+            .await
+            .unwrap_or_else(|e| slack::refused(&e.code, &e.message)),
+    };
+    Ok(json_response(200, &message))
+}
+
+/// A button click: the outcome replaces the message that held the button,
+/// posted to the interaction's `response_url` (Slack does not read the body
+/// of the answer to a click).
+pub async fn interaction(
+    api: &RequestApi<'_>,
+    request: &Request<Bytes>,
+    now: Timestamp,
+) -> Result<Response<String>, ApiError> {
+    let app = app(api)?;
+    let signature = verified(app, request, now)?;
+    let interaction = Interaction::parse(request.body()).map_err(slack_error)?;
+    let caller = Caller {
+        principal: interaction.principal().map_err(slack_error)?,
+        address: None,
+    };
+    let message = match interaction.actions.first().map(|a| a.command()) {
+        None => slack::refused("InvalidSlackRequest", "the click carried no action"),
+        Some(Err(e)) => slack::refused(e.code(), &e.describe("/jit")),
+        Some(Ok(command)) => answer(api, &caller, "/jit", command, &signature, now)
+            .await
+            .unwrap_or_else(|e| slack::refused(&e.code, &e.message)),
+    };
+    let message = slack::replace_original(message);
+    post(app, &interaction, &message).await;
+    Ok(json_response(200, &message))
+}
+
+async fn post(app: &SlackApp, interaction: &Interaction, message: &Value) {
+    if let Err(e) = slack::post_response(&app.client, &interaction.response_url, message).await {
+        tracing::warn!(error = %e, "could not post the answer to Slack's response_url");
+    }
+}
+
+/// Carries out one command for `caller`, answering with a Slack message.
+async fn answer(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    name: &str,
+    command: Command,
+    signature: &str,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    Ok(match command {
+        Command::Help => with_identity(slack::help(name), caller),
+        Command::Status => slack::status(&my_requests(api, caller, now).await?, now),
+        Command::Pending => slack::pending_list(&awaiting(api, caller, now).await?, now),
+        Command::Request(ask) => submit(api, caller, &ask, signature, now).await?,
+        Command::Approve { id } => slack::decided(
+            &actions::approve(api, caller, &id, now).await?,
+            Verb::Approved,
+        ),
+        Command::Deny { id, reason } => slack::decided(
+            &actions::deny(api, caller, &id, reason.as_deref(), now).await?,
+            Verb::Denied,
+        ),
+        Command::Revoke { id } => slack::decided(
+            &actions::revoke(api, caller, &id, now).await?,
+            Verb::Revoked,
+        ),
+    })
+}
+
+/// `message` with a line saying who the caller is to jitvm: the principal
+/// an admin puts in a policy's `requesters` or `approvers`.
+fn with_identity(mut message: Value, caller: &Caller) -> Value {
+    let line = serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn",
+        "text": format!("You are `{}` to jitvm: the name to put in a policy's requesters or approvers.",
+            slack::escape(caller.principal.as_str()))}]});
+    if let Some(blocks) = message.get_mut("blocks").and_then(Value::as_array_mut) {
+        blocks.push(line);
+    }
+    message
+}
+
+async fn submit(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    ask: &RequestCommand,
+    signature: &str,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let vm = resolve(api, &ask.vm).await?;
+    let body = ask.to_initiate_body(&vm);
+    // The id comes from Slack's signature, so the same signed command sent
+    // twice (a replay within the five minutes) is the same request: the
+    // second finds the record and opens nothing more.
+    let id = id_from_signature(signature);
+    match actions::submit(api, caller, &body, id.clone(), now).await {
+        Ok(record) => Ok(slack::accepted(&record, now)),
+        Err(e) if e.code == "Conflict" => Err(ApiError::new(
+            409,
+            "AlreadyReceived",
+            format!("this command was already received as request {id}; nothing more was done"),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// The VM a person named: a full id as it is, else a short name matched
+/// against the VMs that have policies.
+async fn resolve(api: &RequestApi<'_>, reference: &str) -> Result<VmId, ApiError> {
+    if let Ok(vm) = VmId::parse(reference) {
+        return Ok(vm);
+    }
+    let policies: Vec<Policy> = api
+        .policies
+        .list_policies()
+        .await?
+        .into_iter()
+        .map(|e| e.policy)
+        .collect();
+    slack::resolve_vm(reference, &policies).map_err(|m| ApiError::new(404, "UnknownVm", m))
+}
+
+/// A request id made from a Slack signature: 32 hex digits of its SHA-256.
+pub fn id_from_signature(signature: &str) -> RequestId {
+    let digest = Sha256::digest(signature.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    // 32 hex digits are always a valid request id.
+    RequestId::parse(&hex).unwrap_or_else(|_| unreachable!("{hex} is a valid request id"))
+}
+
+/// The caller's recent requests: enough to hold every grant still open
+/// and every request still waiting.
+async fn my_requests(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    now: Timestamp,
+) -> Result<Vec<RequestRecord>, ApiError> {
+    let since = now
+        .checked_sub(LONGEST_GRANT + api.approval_timeout)
+        .unwrap_or(now);
+    let page = api
+        .requests
+        .query_requests(&RequestQuery {
+            vm: None,
+            requestor: Some(caller.principal.clone()),
+            since: Some(since),
+            until: None,
+            after: None,
+            limit: MAX_LISTED,
+        })
+        .await?;
+    Ok(page.records)
+}
+
+/// The requests waiting for the caller's decision: pending, not timed out,
+/// not the caller's own, on VMs whose policy names the caller an approver.
+async fn awaiting(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    now: Timestamp,
+) -> Result<Vec<RequestRecord>, ApiError> {
+    let pending = api.requests.pending_requests(now, MAX_LISTED).await?;
+    let mut mine = Vec::new();
+    for record in pending {
+        if record.status() != RequestStatus::PendingApproval
+            || record.requestor() == &caller.principal
+            || record
+                .approval_deadline_passed(api.approval_timeout, now)
+                .is_some()
+        {
+            continue;
+        }
+        let policy = api.policies.get_policy(record.vm()).await?;
+        if policy.is_some_and(|e| e.policy.approvers().contains(&caller.principal)) {
+            mine.push(record);
+        }
+    }
+    Ok(mine)
+}

@@ -1,0 +1,29 @@
+//! Slack building blocks for the request function's chat routes: request
+//! signatures, the slash-command and interaction forms, the `/jit` command
+//! grammar, naming VMs the short way, the messages jitvm answers with, and
+//! posting answers to a `response_url`.
+//!
+//! Nothing here decides anything: a parsed request becomes an
+//! [`InitiateBody`](crate::domain::InitiateBody) and goes through the same
+//! validation as the HTTP API. Everything a person typed is treated as
+//! hostile text: parsing never panics, and every message escapes it so that
+//! it cannot ping `@channel` or forge a link.
+
+mod command;
+mod form;
+mod message;
+mod post;
+mod resolve;
+mod signature;
+
+pub use command::{
+    Command, CommandError, MAX_TEXT_CHARS, Missing, RequestCommand, normalise, parse_command,
+};
+pub use form::{Action, Interaction, SlackError, SlashCommand, is_slack_id};
+pub use message::{
+    Verb, accepted, decided, escape, help, pending_list, refused, remaining, replace_original,
+    status,
+};
+pub use post::{POST_TIMEOUT, check_response_url, post_response, response_client};
+pub use resolve::resolve_vm;
+pub use signature::{MAX_SKEW, SignatureError, SigningSecret, verify};
