@@ -17,6 +17,8 @@ arm_port="${JITVM_ARM_FAKE_PORT:-8081}"
 export JITVM_LISTEN="${JITVM_LISTEN:-127.0.0.1:8080}"
 export JITVM_LOCAL_TOKENS="${JITVM_LOCAL_TOKENS:-admin=admin-token-1,alice=alice-token-1,bob=bob-token-1}"
 export JITVM_ADMINS="${JITVM_ADMINS:-local:admin}"
+# The Slack routes, signed with this secret (README "Slack": try it locally).
+export JITVM_SLACK_SIGNING_SECRET="${JITVM_SLACK_SIGNING_SECRET:-local-slack-signing-secret}"
 if [ "$mode" = "--demo" ]; then
     export JITVM_SWEEP_INTERVAL_SECS="${JITVM_SWEEP_INTERVAL_SECS:-5}"
 fi

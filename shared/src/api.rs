@@ -111,6 +111,7 @@ impl From<AdapterError> for ApiError {
                 // Codes jitvm raises itself are the caller's to act on; any
                 // other is the cloud refusing, which the caller cannot fix.
                 let status = match code.as_str() {
+                    "InvalidQuery" => 400,
                     "Unsupported" | "UnsupportedCloud" | "CloudNotConfigured"
                     | "RegionNotSwept" | "NoDefaultGroup" => 422,
                     "JitNotEnabled" | "DuplicateGrant" | "JitGroupConflict" | "JitGroupShared"

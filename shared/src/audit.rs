@@ -28,14 +28,20 @@ pub fn to_csv<'a>(rows: impl IntoIterator<Item = &'a AuditRow>) -> String {
 }
 
 /// A cell that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`,
-/// their full-width forms, or a leading tab or carriage return) gets a
-/// leading `'`, so text a requestor typed (a justification such as
-/// `=HYPERLINK(...)`) is shown, never run.
+/// their full-width forms, or a leading tab or carriage return), also
+/// behind spaces or invisible format characters (zero-width space, bidi
+/// marks, a byte order mark), gets a leading `'`, so text a requestor typed
+/// (a justification such as `=HYPERLINK(...)`) is shown, never run.
 pub fn defuse(cell: &str) -> String {
     const TRIGGERS: &[char] = &[
         '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
     ];
-    if cell.starts_with(TRIGGERS) {
+    let invisible = |c: char| {
+        matches!(c, ' ' | '\u{a0}' | '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}'
+            | '\u{3000}' | '\u{feff}')
+    };
+    if cell.starts_with(TRIGGERS) || cell.trim_start_matches(invisible).starts_with(TRIGGERS) {
         format!("'{cell}")
     } else {
         cell.to_owned()
@@ -89,7 +95,18 @@ mod tests {
 
     #[test]
     fn formula_cells_are_defused() {
-        for bad in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "\u{ff1d}1"] {
+        for bad in [
+            "=1+1",
+            "+1",
+            "-1",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "\u{ff1d}1",
+            "\u{200b}=HYPERLINK(\"x\")",
+            " \u{feff}=1",
+            "\u{202e}+1",
+        ] {
             assert!(defuse(bad).starts_with('\''), "{bad:?}");
         }
         for fine in [

@@ -234,3 +234,51 @@ async fn an_approval_is_checked_against_the_policy_as_it_is_then() {
     assert!(status == 200 || status == 201);
     assert_eq!(decide(&stack, &id, "approve", BOB, None).await.0, 403);
 }
+
+#[tokio::test]
+async fn an_approval_never_opens_another_protocol_and_a_withdrawal_has_no_decider() {
+    let stack = Stack::start("ap-south-2").await;
+    let vm = stack.instance(&[]).await;
+    let group = enable(&stack, &vm.arn, policy(&["local:bob"])).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = pending(&stack, ALICE, &vm.arn).await;
+    // The port becomes UDP; Alice asked for TCP.
+    let mut udp = policy(&["local:bob"]);
+    udp["ports"][0]["protocol"] = json!("udp");
+    let (status, body) = put_policy(&stack, &vm.arn, udp).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (status, body) = decide(&stack, &id, "approve", BOB, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("PolicyChanged")),
+        "{body}"
+    );
+    drain(&stack).await;
+    assert!(stack.ingress_rules_of_group(&group).await.is_empty());
+
+    // Alice withdraws it: Denied, decided by nobody, withdrawn by her.
+    let (status, withdrawn) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{id}/revoke"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, withdrawn["status"].as_str()),
+        (200, Some("Denied"))
+    );
+    assert!(withdrawn.get("decidedBy").is_none(), "{withdrawn}");
+    let last = withdrawn["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["status"] == "Denied")
+        .cloned()
+        .unwrap();
+    assert_eq!(last["by"], "local:alice");
+    assert_eq!(last["message"], "withdrawn before a decision");
+}

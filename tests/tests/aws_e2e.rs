@@ -1464,3 +1464,64 @@ async fn a_replacement_interrupted_after_marking_the_older_request_finishes_on_r
     );
     assert_eq!(status_of(&record(&stack, &b_id).await).0, "Initiated");
 }
+
+#[tokio::test]
+async fn another_requestor_cannot_replace_an_open_grant() {
+    let stack = Stack::start("us-gov-east-1").await;
+    let vm = stack.instance(&[]).await;
+    let mut policy = ssh_policy();
+    policy["requesters"] = json!(["local:alice", "local:bob"]);
+    let group = enable(&stack, &vm.arn, policy).await["firewall"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alice = ask_ssh(&stack, &vm.arn, "198.51.100.7", "PT3H").await;
+    let alice_id = alice["id"].as_str().unwrap().to_owned();
+    drain(&stack).await;
+
+    // Bob asks for the same port and source for five minutes: Alice's
+    // three hours are not his to cut short.
+    let (status, bob) = request(
+        &stack,
+        BOB,
+        ask(
+            &vm.arn,
+            json!({"number": 22, "duration": "PT5M", "allowedSourceAddressPrefix": "198.51.100.7"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{bob}");
+    drain(&stack).await;
+    assert_eq!(
+        status_of(&record(&stack, &alice_id).await),
+        ("Initiated".to_owned(), "UserRequested".to_owned())
+    );
+    let rules = ssh_rules_from(&stack, &group, "198.51.100.7/32").await;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(tags(&rules[0])["jitvm:request"], alice_id);
+    // EC2 holds one rule per source: Bob's port fails and says whose is open.
+    let bob = record(&stack, bob["id"].as_str().unwrap()).await;
+    assert_eq!(port0(&bob)["status"], "Failed", "{bob}");
+    assert!(
+        port0(&bob)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&alice_id)),
+        "{bob}"
+    );
+    // Revoking his own request leaves Alice's rule.
+    let (status, _) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/requests/{}/revoke", bob["id"].as_str().unwrap()),
+            Some(BOB),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ssh_rules_from(&stack, &group, "198.51.100.7/32")
+            .await
+            .len(),
+        1
+    );
+}

@@ -840,3 +840,62 @@ async fn an_azure_vm_is_named_by_its_name_or_group_and_name() {
     assert!(ephemeral(status, &answer).contains("revoked"));
     assert!(allows(&stack.arm).is_empty());
 }
+
+#[tokio::test]
+async fn pending_lists_what_waits_for_this_approver_on_every_vm_they_approve() {
+    let stack = Stack::start("ap-northeast-3").await;
+    let (a, _) = protected(&stack, ssh_policy(&[CAROL])).await;
+    let (b, _) = protected(&stack, ssh_policy(&[BOB])).await;
+    let ask = |vm: &Instance| {
+        format!(
+            "22 {} 30m from 198.51.100.7 -- pending",
+            vm.world.instance_id
+        )
+    };
+    let mut on_a = Vec::new();
+    for _ in 0..3 {
+        let (status, answer) = stack.slash(ALICE, &ask(&a)).await;
+        assert!(ephemeral(status, &answer).contains("approval"), "{answer}");
+        on_a.push(answer);
+        // Distinct signatures (a new timestamp) make distinct requests.
+        stack.advance(1);
+    }
+    let (status, answer) = stack.slash(ALICE, &ask(&b)).await;
+    assert!(ephemeral(status, &answer).contains("approval"), "{answer}");
+    let waiting = |user: &'static str| {
+        let stack = &stack;
+        async move {
+            let (status, answer) = stack.slash(user, "pending").await;
+            assert_eq!(status, 200, "{answer}");
+            answer["blocks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["type"] == "actions")
+                .flat_map(|b| b["elements"].as_array().into_iter().flatten())
+                .filter(|e| e["action_id"] == "approve")
+                .filter_map(|e| e["value"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ids_of = |vm: &Instance| {
+        let stack = &stack;
+        let arn = vm.arn.clone();
+        async move {
+            records_of(stack, &arn)
+                .await
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned())
+                .collect::<std::collections::BTreeSet<_>>()
+        }
+    };
+    let for_bob: std::collections::BTreeSet<String> = waiting(BOB).await.into_iter().collect();
+    assert_eq!(for_bob, ids_of(&b).await, "Bob approves B only");
+    let for_carol: std::collections::BTreeSet<String> = waiting(CAROL).await.into_iter().collect();
+    assert_eq!(for_carol, ids_of(&a).await, "Carol approves A only");
+    assert_eq!(for_carol.len(), 3);
+    assert!(waiting(ALICE).await.is_empty(), "Alice approves nothing");
+    // Past the approval timeout nothing waits any more.
+    stack.advance(3600);
+    assert!(waiting(CAROL).await.is_empty());
+}

@@ -169,18 +169,12 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
 
 /// The indexes of the requests table each function lists requests by, and
 /// so may (and must be allowed to) `dynamodb:Query`: the request function
-/// lists by VM, by requestor and by day, and the pending ones for
-/// `/jit pending`; the policy function a VM's recent requests; the sweep the
-/// pending ones.
+/// lists by VM (also for `/jit pending`), by requestor and by day; the
+/// policy function a VM's recent requests; the sweep the pending ones.
 fn allowed_indexes(function: &str) -> BTreeSet<&'static str> {
     match function {
         "policy" => BTreeSet::from([REQUESTS_BY_VM]),
-        "request" => BTreeSet::from([
-            REQUESTS_BY_VM,
-            REQUESTS_BY_REQUESTOR,
-            REQUESTS_BY_DAY,
-            REQUESTS_PENDING,
-        ]),
+        "request" => BTreeSet::from([REQUESTS_BY_VM, REQUESTS_BY_REQUESTOR, REQUESTS_BY_DAY]),
         "expire" => BTreeSet::from([REQUESTS_PENDING]),
         _ => BTreeSet::new(),
     }

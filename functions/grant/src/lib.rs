@@ -248,6 +248,33 @@ async fn open_all(
         if port.status != PortStatus::Initiating {
             continue;
         }
+        // The policy now gives the port another protocol than the one
+        // recorded: the request no longer fits it, so its port fails with
+        // that reason rather than wait for a rule that will never open.
+        if port.protocol != grant.protocol() && port.allowed_source_address_prefix == grant.source()
+        {
+            let why = format!(
+                "the policy now gives port {} as {}, not {} as requested; ask again",
+                grant.port(),
+                grant.protocol(),
+                port.protocol
+            );
+            if let Err(e) = records::update(app.requests, &id, |r| {
+                r.set_port(
+                    grant.port(),
+                    PortStatus::Failed,
+                    StatusReason::PolicyChanged,
+                    Some(why.clone()),
+                    now,
+                )
+                .is_ok_and(|t| t == Transition::Changed)
+            })
+            .await
+            {
+                retry_reason = Some(e.to_string());
+            }
+            continue;
+        }
         // Open what was recorded, never more: a message naming another
         // source or a later end than the record is not trusted.
         if port.allowed_source_address_prefix != grant.source()
@@ -376,10 +403,10 @@ async fn open_all(
 }
 
 /// A newer request replaces the open grant: before `grant` opens, the
-/// rules that other requests opened on the same VM, port and source are
-/// closed, and those requests' ports become `Revoked` with
-/// `NewerRequestInitiated` (afterwards there is one rule, the new one,
-/// with its own end time). Only the [`Firewall`] trait and the records are
+/// rules that the same requestor's other requests opened on the same VM,
+/// port and source are closed, and those requests' ports become `Revoked`
+/// with `NewerRequestInitiated` (afterwards there is one rule, the new one,
+/// with its own end time). Another requestor's grant is never replaced. Only the [`Firewall`] trait and the records are
 /// used, so it works the same on every cloud; on EC2 it is also what makes
 /// room for the new rule, since EC2 refuses a second identical rule.
 ///
@@ -416,8 +443,27 @@ async fn replace_older(
     now: Timestamp,
 ) -> Result<(), AdapterError> {
     let rules = app.firewall.rules_of(grant.vm()).await?;
-    let replaced =
+    let candidates =
         records::replaced_rules(&rules, grant.request_id(), grant.port(), grant.source());
+    // Only the requestor's own grant is replaced: someone else's stays open
+    // until its own end, so nobody can cut another person's access short by
+    // asking for the same source for five minutes.
+    let mut replaced = std::collections::BTreeMap::new();
+    for (older, keys) in candidates {
+        match app.requests.get_request(&older).await? {
+            Some(r) if r.value.requestor() == grant.requestor() => {
+                replaced.insert(older, keys);
+            }
+            Some(r) => tracing::info!(
+                request_id = %grant.request_id(), older = %older, holder = %r.value.requestor(),
+                "an identical grant of another requestor stays open"
+            ),
+            None => tracing::warn!(
+                request_id = %grant.request_id(), older = %older,
+                "an identical grant with no record is left to its own end time"
+            ),
+        }
+    }
     if replaced.is_empty() {
         return Ok(());
     }

@@ -60,20 +60,32 @@ pub async fn submit(
         return Ok(record);
     }
     let message = RequestMessage::accepted(&request, &caller.principal, &grants);
-    if let Err(e) = api.queue.enqueue(&message).await {
-        // Nothing will open this request: say so in its record.
-        let reason = format!("the request could not be queued: {e}");
-        if let Err(e) = records::update(api.requests, request.id(), |r| {
-            r.fail_pending_ports(StatusReason::Error, &reason, now)
-        })
-        .await
-        {
-            tracing::error!(request_id = %request.id(), error = %e, "could not record the failure");
-        }
-        tracing::error!(request_id = %request.id(), error = %e, "enqueue failed");
-        return Err(e.into());
-    }
+    enqueue_or_fail(api, &message, request.id(), now).await?;
     Ok(record)
+}
+
+/// Queues an accepted request for the grant function. When the queue
+/// refuses, nothing will open it, so its ports are marked `Failed` with the
+/// reason and the caller gets the error (and may ask again).
+async fn enqueue_or_fail(
+    api: &RequestApi<'_>,
+    message: &RequestMessage,
+    id: &RequestId,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let Err(e) = api.queue.enqueue(message).await else {
+        return Ok(());
+    };
+    let reason = format!("the request could not be queued: {e}");
+    if let Err(e) = records::update(api.requests, id, |r| {
+        r.fail_pending_ports(StatusReason::Error, &reason, now)
+    })
+    .await
+    {
+        tracing::error!(request_id = %id, error = %e, "could not record the failure");
+    }
+    tracing::error!(request_id = %id, error = %e, "enqueue failed");
+    Err(e.into())
 }
 
 /// The record `id`, or 404.
@@ -179,6 +191,24 @@ pub async fn approve(
             ));
         }
     };
+    // What was asked is what opens: a policy that changed a port's protocol
+    // since would open something the requestor did not ask for.
+    for grant in &grants {
+        if let Some(asked) = record.port(grant.port())
+            && asked.protocol != grant.protocol()
+        {
+            return Err(ApiError::new(
+                403,
+                "PolicyChanged",
+                format!(
+                    "the policy now gives port {} as {}, not {} as requested; the requestor must ask again",
+                    grant.port(),
+                    grant.protocol(),
+                    asked.protocol
+                ),
+            ));
+        }
+    }
     let updated = records::update(api.requests, id, |r| {
         let changed = r
             .set_status(RequestStatus::Approved, Some(&caller.principal), now)
@@ -200,7 +230,7 @@ pub async fn approve(
         ));
     }
     let message = RequestMessage::accepted(&request, updated.requestor(), &grants);
-    api.queue.enqueue(&message).await?;
+    enqueue_or_fail(api, &message, id, now).await?;
     Ok(updated)
 }
 
@@ -262,14 +292,7 @@ pub async fn revoke(
     let record = records::update(api.requests, id, |r| {
         let mut changed = false;
         if r.status() == RequestStatus::PendingApproval {
-            changed |= r
-                .decide(
-                    RequestStatus::Denied,
-                    Some(&caller.principal),
-                    Some("withdrawn before a decision"),
-                    now,
-                )
-                .is_ok_and(|t| t == Transition::Changed);
+            changed |= r.withdraw(&caller.principal, now);
         }
         changed |= r.revoke_ports(|_| true, StatusReason::UserRequested, None, now);
         changed

@@ -29,13 +29,26 @@ use crate::{RequestApi, actions};
 pub struct SlackApp {
     secret: SigningSecret,
     client: reqwest::Client,
+    local: bool,
 }
 
 impl SlackApp {
+    /// The app on Lambda: answers go to `https://hooks.slack.com/` only.
     pub fn new(signing_secret: String) -> Result<Self, SlackError> {
         Ok(Self {
             secret: SigningSecret::new(signing_secret),
             client: slack::response_client()?,
+            local: false,
+        })
+    }
+
+    /// The app on the local host, which may also answer a `response_url` on
+    /// `http://127.0.0.1:<port>` (a stand-in for Slack in tests). On Lambda
+    /// that address is the runtime's own API, so it is never allowed there.
+    pub fn local(signing_secret: String) -> Result<Self, SlackError> {
+        Ok(Self {
+            local: true,
+            ..Self::new(signing_secret)?
         })
     }
 }
@@ -135,7 +148,12 @@ pub async fn interaction(
 }
 
 async fn post(app: &SlackApp, interaction: &Interaction, message: &Value) {
-    if let Err(e) = slack::post_response(&app.client, &interaction.response_url, message).await {
+    let url = &interaction.response_url;
+    if !app.local && !url.starts_with("https://hooks.slack.com/") {
+        tracing::warn!(url = %url.chars().take(100).collect::<String>(), "a response_url outside hooks.slack.com was not posted to");
+        return;
+    }
+    if let Err(e) = slack::post_response(&app.client, url, message).await {
         tracing::warn!(error = %e, "could not post the answer to Slack's response_url");
     }
 }
@@ -254,27 +272,46 @@ async fn my_requests(
 }
 
 /// The requests waiting for the caller's decision: pending, not timed out,
-/// not the caller's own, on VMs whose policy names the caller an approver.
+/// not the caller's own, on the VMs whose policy names the caller an
+/// approver. Only requests younger than the approval timeout can still be
+/// pending, so each such VM's recent requests are all there is to read.
 async fn awaiting(
     api: &RequestApi<'_>,
     caller: &Caller,
     now: Timestamp,
 ) -> Result<Vec<RequestRecord>, ApiError> {
-    let pending = api.requests.pending_requests(now, MAX_LISTED).await?;
+    let since = now.checked_sub(api.approval_timeout).unwrap_or(now);
     let mut mine = Vec::new();
-    for record in pending {
-        if record.status() != RequestStatus::PendingApproval
-            || record.requestor() == &caller.principal
-            || record
-                .approval_deadline_passed(api.approval_timeout, now)
-                .is_some()
-        {
+    for entry in api.policies.list_policies().await? {
+        if !entry.policy.approvers().contains(&caller.principal) {
             continue;
         }
-        let policy = api.policies.get_policy(record.vm()).await?;
-        if policy.is_some_and(|e| e.policy.approvers().contains(&caller.principal)) {
-            mine.push(record);
+        let mut after = None;
+        loop {
+            let page = api
+                .requests
+                .query_requests(&RequestQuery {
+                    vm: Some(entry.policy.vm().clone()),
+                    requestor: None,
+                    since: Some(since),
+                    until: None,
+                    after: after.take(),
+                    limit: MAX_LISTED,
+                })
+                .await?;
+            mine.extend(page.records.into_iter().filter(|r| {
+                r.status() == RequestStatus::PendingApproval
+                    && r.requestor() != &caller.principal
+                    && r.approval_deadline_passed(api.approval_timeout, now)
+                        .is_none()
+            }));
+            match page.next {
+                Some(next) if mine.len() < MAX_LISTED => after = Some(next),
+                _ => break,
+            }
         }
     }
+    // Oldest first: the request closest to timing out comes first.
+    mine.sort_by_key(RequestRecord::start_time_utc);
     Ok(mine)
 }

@@ -104,7 +104,7 @@ impl Host {
         let queue = SqsQueue::ensure(&aws.config, &settings.request_queue).await?;
         let slack = match &aws.settings.slack_signing_secret {
             Some(Secret::Value(secret)) => Some(
-                SlackApp::new(secret.clone())
+                SlackApp::local(secret.clone())
                     .map_err(|e| AdapterError::permanent("SlackClient", e.to_string()))?,
             ),
             Some(Secret::Arn(arn)) => {

@@ -265,6 +265,25 @@ impl RequestRecord {
         changed
     }
 
+    /// The requestor withdraws a request still `PendingApproval`: it
+    /// becomes `Denied` with nobody as its decider (the history says who
+    /// withdrew it), so an audit never shows a requestor deciding on their
+    /// own request. Returns whether anything changed.
+    pub fn withdraw(&mut self, by: &Principal, now: Timestamp) -> bool {
+        let changed = self
+            .decide(
+                RequestStatus::Denied,
+                None,
+                Some("withdrawn before a decision"),
+                now,
+            )
+            .is_ok_and(|t| t == Transition::Changed);
+        if let Some(last) = self.history.last_mut().filter(|_| changed) {
+            last.by = Some(by.clone());
+        }
+        changed
+    }
+
     /// When the request is still `PendingApproval` and has waited
     /// `timeout` or longer at `now`: the time it ran out.
     pub fn approval_deadline_passed(

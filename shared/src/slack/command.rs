@@ -660,13 +660,7 @@ fn collapse(text: &str) -> String {
 
 /// Input echoed in an error, cut so a long paste does not fill the answer.
 fn shorten(text: &str) -> String {
-    const MAX: usize = 60;
-    if text.chars().count() <= MAX {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(MAX).collect();
-    cut.push('…');
-    cut
+    super::shorten(text, 60)
 }
 
 #[cfg(test)]

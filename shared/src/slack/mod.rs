@@ -27,3 +27,14 @@ pub use message::{
 pub use post::{POST_TIMEOUT, check_response_url, post_response, response_client};
 pub use resolve::resolve_vm;
 pub use signature::{MAX_SKEW, SignatureError, SigningSecret, verify};
+
+/// `text` cut to `max` characters with an ellipsis, so that what a person
+/// pasted cannot fill an answer.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push('…');
+    cut
+}

@@ -66,13 +66,7 @@ fn matches(vm: &VmId, wanted: &str) -> bool {
 }
 
 fn shorten(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.chars().count() <= MAX {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(MAX).collect();
-    cut.push('…');
-    cut
+    super::shorten(text, 80)
 }
 
 #[cfg(test)]
