@@ -299,6 +299,19 @@ pub async fn request(stack: &Stack, token: &str, body: String) -> (u16, Value) {
         .await
 }
 
+/// `POST /v1/requests/{id}/{verb}` (`approve`, `deny`, `revoke`) as `token`,
+/// with no body.
+pub async fn act(stack: &Stack, token: &str, id: &str, verb: &str) -> (u16, Value) {
+    stack
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/requests/{id}/{verb}"),
+            Some(token),
+            None,
+        )
+        .await
+}
+
 /// A request record, read as the admin.
 pub async fn record(stack: &Stack, id: &str) -> Value {
     let (status, body) = stack

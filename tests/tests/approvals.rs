@@ -3,7 +3,7 @@
 //! against the policy as it is when it is given.
 
 use jitvm_tests::stack::{
-    ADMIN, ALICE, AUDITOR, BOB, CAROL, Stack, ask, drain, enable, port0, put_policy, record,
+    ADMIN, ALICE, AUDITOR, BOB, CAROL, Stack, act, ask, drain, enable, port0, put_policy, record,
     request,
 };
 use reqwest::Method;
@@ -259,14 +259,7 @@ async fn an_approval_never_opens_another_protocol_and_a_withdrawal_has_no_decide
     assert!(stack.ingress_rules_of_group(&group).await.is_empty());
 
     // Alice withdraws it: Denied, decided by nobody, withdrawn by her.
-    let (status, withdrawn) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(ALICE),
-            None,
-        )
-        .await;
+    let (status, withdrawn) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(
         (status, withdrawn["status"].as_str()),
         (200, Some("Denied"))

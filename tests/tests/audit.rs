@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
-use jitvm_tests::stack::{ADMIN, ALICE, AUDITOR, BOB, Stack, drain, enable, encode, request};
+use jitvm_tests::stack::{ADMIN, ALICE, AUDITOR, BOB, Stack, act, drain, enable, encode, request};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -186,25 +186,11 @@ async fn the_csv_export_has_one_safe_line_per_state_change() {
     let nasty = "=HYPERLINK(\"http://evil.example\",\"click\"), then \"quotes\"; +1";
     let id = ask_for(&stack, ALICE, &vm.arn, nasty).await;
     stack.advance(60);
-    let (status, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/approve"),
-            Some(BOB),
-            None,
-        )
-        .await;
+    let (status, _) = act(&stack, BOB, &id, "approve").await;
     assert_eq!(status, 200);
     drain(&stack).await;
     stack.advance(60);
-    let (status, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(ALICE),
-            None,
-        )
-        .await;
+    let (status, _) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200);
     stack.advance(1);
     let after = stack.now();

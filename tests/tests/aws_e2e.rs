@@ -4,7 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use jitvm_tests::stack::{
-    ADMIN, ALICE, BOB, Stack, ask, drain, enable, port0, put_policy, record, request,
+    ADMIN, ALICE, BOB, Stack, act, ask, drain, enable, port0, put_policy, record, request,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -219,38 +219,17 @@ async fn early_revoke_closes_the_rule_and_says_user_requested() {
     assert_eq!(rules[0].cidr_ipv6(), Some("2001:db8::7/128"));
 
     // Bob is neither the requestor nor an admin.
-    let (status, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(BOB),
-            None,
-        )
-        .await;
+    let (status, _) = act(&stack, BOB, &id, "revoke").await;
     assert_eq!(status, 403);
     assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
 
-    let (status, revoked) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(ALICE),
-            None,
-        )
-        .await;
+    let (status, revoked) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200, "{revoked}");
     assert_eq!(port0(&revoked)["status"], "Revoked");
     assert_eq!(port0(&revoked)["statusReason"], "UserRequested");
     assert!(stack.ingress_rules_of_group(&group).await.is_empty());
     // Revoking again changes nothing and is not an error.
-    let (status, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(ALICE),
-            None,
-        )
-        .await;
+    let (status, _) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200);
 }
 
@@ -272,14 +251,7 @@ async fn a_revoke_before_the_grant_runs_means_it_never_opens() {
     )
     .await;
     let id = accepted["id"].as_str().unwrap().to_owned();
-    let (status, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(ALICE),
-            None,
-        )
-        .await;
+    let (status, _) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200);
     drain(&stack).await;
     assert!(stack.ingress_rules_of_group(&group).await.is_empty());

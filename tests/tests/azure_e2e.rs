@@ -8,7 +8,7 @@ use jitvm_core::VmId;
 use jitvm_core::rule::{AZURE_VM_KEY_LEN, azure_vm_key};
 use jitvm_tests::arm_fake::{ArmFake, Fault, FaultKind};
 use jitvm_tests::stack::{
-    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, ask, azure_vm, drain, enable, port0, put_policy,
+    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, act, ask, azure_vm, drain, enable, port0, put_policy,
     record, request,
 };
 use reqwest::Method;
@@ -84,14 +84,7 @@ async fn granted(stack: &Stack, vm: &str, source: &str) -> String {
 }
 
 async fn revoke(stack: &Stack, id: &str, token: &str) -> (u16, Value) {
-    stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(token),
-            None,
-        )
-        .await
+    act(stack, token, id, "revoke").await
 }
 
 fn customer_ssh(priority: u16, source: &str) -> Value {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use jitvm_tests::stack::{ADMIN, ALICE, Stack, enable};
+use jitvm_tests::stack::{ADMIN, ALICE, Stack, act, enable};
 use reqwest::Method;
 use serde_json::json;
 
@@ -342,14 +342,7 @@ async fn azure(stack: &Stack) {
     }
     calls("per grant opened");
     arm.clear_calls();
-    let (status, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/requests/{id}/revoke"),
-            Some(ALICE),
-            None,
-        )
-        .await;
+    let (status, _) = act(stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200);
     calls(
         "per early revoke (the handler lists the VM's rules twice, before and after marking the record)",
