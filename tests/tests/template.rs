@@ -141,6 +141,7 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "sqs:GetQueueAttributes",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
+            "dynamodb:Query",
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSecurityGroupRules",
             "ec2:DescribeNetworkInterfaces",
@@ -170,10 +171,11 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
 /// The indexes of the requests table each function lists requests by, and
 /// so may (and must be allowed to) `dynamodb:Query`: the request function
 /// lists by VM (also for `/jit pending`), by requestor and by day; the
-/// policy function a VM's recent requests; the sweep the pending ones.
+/// policy function a VM's recent requests, and the grant function too (to
+/// find the grant a newer request replaces); the sweep the pending ones.
 fn allowed_indexes(function: &str) -> BTreeSet<&'static str> {
     match function {
-        "policy" => BTreeSet::from([REQUESTS_BY_VM]),
+        "policy" | "grant" => BTreeSet::from([REQUESTS_BY_VM]),
         "request" => BTreeSet::from([REQUESTS_BY_VM, REQUESTS_BY_REQUESTOR, REQUESTS_BY_DAY]),
         "expire" => BTreeSet::from([REQUESTS_PENDING]),
         _ => BTreeSet::new(),

@@ -14,7 +14,8 @@ use std::collections::HashSet;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use jiff::Timestamp;
 use jitvm_core::ports::{
-    AdapterError, Firewall, Opened, PolicyStore, RequestStore, RuleKey, close_request_rules,
+    AdapterError, Firewall, Opened, PolicyStore, RequestQuery, RequestStore, RuleKey,
+    close_request_rules,
 };
 use jitvm_core::rule::rfc3339;
 use jitvm_core::telemetry::Audit;
@@ -413,8 +414,11 @@ async fn open_all(
 /// The order is what makes a crash (or a lost write) at any point safe, and
 /// a redelivered message converge:
 ///
-/// 1. The older rules are found on the firewall (`rules_of`), by the request
-///    id each carries. The cloud, not the database, says what is open.
+/// 1. The requestor's records of the VM name the candidates (requests with
+///    the same port and source opening, open, or marked replaced); only
+///    then is the firewall read (`rules_of`), and the rules found by the
+///    request id each carries: the cloud, not the database, says what is
+///    open.
 /// 2. Their requests' ports are marked `Revoked` first. The rule is how the
 ///    older request is found, so it must outlive the mark: were
 ///    the rule revoked first and the process stopped, a redelivery would
@@ -442,28 +446,22 @@ async fn replace_older(
     grant: &Grant,
     now: Timestamp,
 ) -> Result<(), AdapterError> {
-    let rules = app.firewall.rules_of(grant.vm()).await?;
-    let candidates =
-        records::replaced_rules(&rules, grant.request_id(), grant.port(), grant.source());
     // Only the requestor's own grant is replaced: someone else's stays open
     // until its own end, so nobody can cut another person's access short by
-    // asking for the same source for five minutes.
-    let mut replaced = std::collections::BTreeMap::new();
-    for (older, keys) in candidates {
-        match app.requests.get_request(&older).await? {
-            Some(r) if r.value.requestor() == grant.requestor() => {
-                replaced.insert(older, keys);
-            }
-            Some(r) => tracing::info!(
-                request_id = %grant.request_id(), older = %older, holder = %r.value.requestor(),
-                "an identical grant of another requestor stays open"
-            ),
-            None => tracing::warn!(
-                request_id = %grant.request_id(), older = %older,
-                "an identical grant with no record is left to its own end time"
-            ),
-        }
+    // asking for the same source for five minutes. The requestor's recent
+    // records of this VM say whether there is one (a database query, so the
+    // common case costs the cloud nothing); the firewall then says which
+    // rules are really open.
+    let holders = own_open_grants(app, grant, now).await?;
+    if holders.is_empty() {
+        return Ok(());
     }
+    let rules = app.firewall.rules_of(grant.vm()).await?;
+    let replaced: std::collections::BTreeMap<RequestId, Vec<RuleKey>> =
+        records::replaced_rules(&rules, grant.request_id(), grant.port(), grant.source())
+            .into_iter()
+            .filter(|(older, _)| holders.contains(older))
+            .collect();
     if replaced.is_empty() {
         return Ok(());
     }
@@ -512,6 +510,47 @@ async fn replace_older(
         .emit();
     }
     Ok(())
+}
+
+/// The requestor's other requests of `grant`'s VM whose record shows the
+/// same port from the same source opening or open (or already marked
+/// replaced, in case their rule outlived the mark). Grants last at most a
+/// day, so the last 25 hours hold every one still open.
+async fn own_open_grants(
+    app: &GrantApp<'_>,
+    grant: &Grant,
+    now: Timestamp,
+) -> Result<std::collections::BTreeSet<RequestId>, AdapterError> {
+    let since = now
+        .checked_sub(jiff::SignedDuration::from_hours(25))
+        .unwrap_or(now);
+    let page = app
+        .requests
+        .query_requests(&RequestQuery {
+            vm: Some(grant.vm().clone()),
+            requestor: Some(grant.requestor().clone()),
+            since: Some(since),
+            until: None,
+            after: None,
+            limit: 200,
+        })
+        .await?;
+    Ok(page
+        .records
+        .iter()
+        .filter(|r| r.id() != grant.request_id())
+        .filter(|r| {
+            r.ports().iter().any(|p| {
+                p.number == grant.port()
+                    && p.allowed_source_address_prefix == grant.source()
+                    && (matches!(p.status, PortStatus::Initiating | PortStatus::Initiated)
+                        // Marked replaced by a delivery that stopped before
+                        // revoking: its rule may still be open.
+                        || p.status_reason == StatusReason::NewerRequestInitiated)
+            })
+        })
+        .map(|r| r.id().clone())
+        .collect())
 }
 
 /// Removes any rule of `record`'s request on `ports`.
