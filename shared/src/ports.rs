@@ -267,13 +267,27 @@ pub trait RequestStore: Send + Sync {
         expected: u64,
     ) -> Result<u64, AdapterError>;
 
-    /// A VM's requests, newest first, started at or after `since`.
+    /// A VM's requests, newest first, started at or after `since`: the
+    /// first page of [`RequestStore::query_requests`] for the VM.
     async fn requests_for_vm(
         &self,
         vm: &VmId,
         since: Option<Timestamp>,
         limit: usize,
-    ) -> Result<Vec<RequestRecord>, AdapterError>;
+    ) -> Result<Vec<RequestRecord>, AdapterError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = RequestQuery {
+            vm: Some(vm.clone()),
+            requestor: None,
+            since,
+            until: None,
+            after: None,
+            limit,
+        };
+        Ok(self.query_requests(&query).await?.records)
+    }
 
     /// One page of the records `query` selects, newest first (by
     /// `startTimeUtc`, then id). `next` is set when more may follow; pass it

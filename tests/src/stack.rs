@@ -143,6 +143,16 @@ impl Stack {
         self.skew.fetch_add(seconds, Ordering::SeqCst);
     }
 
+    /// The grant function as the host runs it, to hand messages to directly.
+    pub fn grant_app(&self) -> jitvm_grant::GrantApp<'_> {
+        jitvm_grant::GrantApp {
+            policies: &self.host.aws.store,
+            requests: &self.host.aws.store,
+            firewall: &self.host.aws.firewall,
+            approval_timeout: self.host.settings.approval_timeout,
+        }
+    }
+
     /// The host's current time.
     pub fn now(&self) -> jiff::Timestamp {
         self.host.now()

@@ -125,7 +125,7 @@ async fn expiry_works_from_the_rules_alone_when_the_record_is_lost() {
         "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "endTimeUtc": end.to_string(),
             "allowedSourceAddressPrefix": "198.51.100.9"}]}]});
     let outcome =
-        jitvm_grant::process(&grant_app(&stack), &message.to_string(), Timestamp::now()).await;
+        jitvm_grant::process(&stack.grant_app(), &message.to_string(), Timestamp::now()).await;
     assert_eq!(outcome, jitvm_grant::Outcome::Done);
     assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
     // The record is lost: the rule is not forgotten.
@@ -185,14 +185,6 @@ async fn with_standing_access(
     )
     .await;
     (stack.adopt(world), group)
-}
-
-fn grant_app(stack: &Stack) -> jitvm_grant::GrantApp<'_> {
-    jitvm_grant::GrantApp {
-        policies: &stack.host.aws.store,
-        requests: &stack.host.aws.store,
-        firewall: &stack.host.aws.firewall,
-    }
 }
 
 #[tokio::test]
@@ -399,7 +391,7 @@ async fn the_same_request_delivered_twice_makes_one_rule() {
         "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "endTimeUtc": end.to_string(),
             "allowedSourceAddressPrefix": "198.51.100.7"}]}]})
     .to_string();
-    let app = grant_app(&stack);
+    let app = stack.grant_app();
     assert_eq!(
         jitvm_grant::process(&app, &message, Timestamp::now()).await,
         jitvm_grant::Outcome::Done
@@ -614,7 +606,7 @@ async fn every_refusal_answers_its_status_and_opens_nothing() {
     let message = json!({"id": "queue-no-source", "requestor": "local:alice",
         "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT10M"}]}]});
     assert_eq!(
-        jitvm_grant::process(&grant_app(&stack), &message.to_string(), Timestamp::now()).await,
+        jitvm_grant::process(&stack.grant_app(), &message.to_string(), Timestamp::now()).await,
         jitvm_grant::Outcome::Done
     );
     drain(&stack).await;
@@ -1309,7 +1301,7 @@ async fn a_newer_request_for_the_same_port_and_source_replaces_the_open_grant() 
 
     // Redelivered, B's message and A's change nothing: A does not reopen,
     // B's rule is not replaced by itself.
-    let app = grant_app(&stack);
+    let app = stack.grant_app();
     for message in [&b_message, &a_message] {
         assert_eq!(
             jitvm_grant::process(&app, message, Timestamp::now()).await,

@@ -892,14 +892,6 @@ async fn disabling_jit_on_a_deleted_vm_still_removes_its_rules() {
     assert_eq!(port0(&record(&stack, &id).await)["status"], "Revoked");
 }
 
-fn grant_app(stack: &Stack) -> jitvm_grant::GrantApp<'_> {
-    jitvm_grant::GrantApp {
-        policies: &stack.host.aws.store,
-        requests: &stack.host.aws.store,
-        firewall: &stack.host.aws.firewall,
-    }
-}
-
 /// The body of the next message on the request queue, left there for the
 /// grant function: what a redelivery of it would carry.
 async fn peek(stack: &Stack) -> String {
@@ -1014,7 +1006,7 @@ async fn a_newer_request_for_the_same_port_and_source_replaces_the_open_grant() 
     // A redelivered B message writes nothing and changes no record.
     stack.arm.clear_calls();
     assert_eq!(
-        jitvm_grant::process(&grant_app(&stack), &b_message, Timestamp::now()).await,
+        jitvm_grant::process(&stack.grant_app(), &b_message, Timestamp::now()).await,
         jitvm_grant::Outcome::Done
     );
     assert_eq!(writes(&stack.arm), Vec::<String>::new());

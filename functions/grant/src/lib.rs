@@ -29,6 +29,9 @@ pub struct GrantApp<'a> {
     pub policies: &'a dyn PolicyStore,
     pub requests: &'a dyn RequestStore,
     pub firewall: &'a dyn Firewall,
+    /// How long a request may have waited for an approver: an approved one
+    /// opens that much after it started.
+    pub approval_timeout: jiff::SignedDuration,
 }
 
 /// What became of one message.
@@ -514,16 +517,14 @@ async fn replace_older(
 
 /// The requestor's other requests of `grant`'s VM whose record shows the
 /// same port from the same source opening or open (or already marked
-/// replaced, in case their rule outlived the mark). Grants last at most a
-/// day, so the last 25 hours hold every one still open.
+/// replaced, in case their rule outlived the mark), among those recent
+/// enough to be open still.
 async fn own_open_grants(
     app: &GrantApp<'_>,
     grant: &Grant,
     now: Timestamp,
 ) -> Result<std::collections::BTreeSet<RequestId>, AdapterError> {
-    let since = now
-        .checked_sub(jiff::SignedDuration::from_hours(25))
-        .unwrap_or(now);
+    let since = jitvm_core::earliest_live_start(now, app.approval_timeout);
     let page = app
         .requests
         .query_requests(&RequestQuery {

@@ -17,6 +17,7 @@ async fn main() -> Result<(), Error> {
         policies: &aws.store,
         requests: &aws.store,
         firewall: &aws.firewall,
+        approval_timeout: settings.approval_timeout,
     };
     let app = &app;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

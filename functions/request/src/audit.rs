@@ -11,7 +11,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use jiff::{SignedDuration, Timestamp};
 use jitvm_core::api::{ApiError, Caller, query_param, vm_from_segment};
 use jitvm_core::ports::{RequestQuery, RequestStore};
-use jitvm_core::{AuditRow, VmId, audit_rows};
+use jitvm_core::{AuditRow, VmId, audit_rows, earliest_live_start};
 
 use crate::{RequestApi, time_param};
 
@@ -23,8 +23,6 @@ pub const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(24 * 366);
 /// message to narrow the window, never cut short silently. About 6 MB of
 /// CSV, Lambda's response limit, holds this many with room to spare.
 pub const MAX_ROWS: usize = 20_000;
-/// The longest grant a policy allows, and the sweep's lateness on top.
-const LONGEST_GRANT: SignedDuration = SignedDuration::from_hours(25);
 
 pub async fn export(
     api: &RequestApi<'_>,
@@ -57,8 +55,7 @@ pub async fn export(
     let vm = query_param(query, "vm")
         .map(|v| vm_from_segment(&v))
         .transpose()?;
-    let lookback = api.approval_timeout + LONGEST_GRANT;
-    let first_start = since.checked_sub(lookback).unwrap_or(since);
+    let first_start = earliest_live_start(since, api.approval_timeout);
     let rows = rows_between(api.requests, vm, first_start, since, until).await?;
     let mut response = Response::new(jitvm_core::audit::to_csv(&rows));
     *response.status_mut() = StatusCode::OK;

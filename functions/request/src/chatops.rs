@@ -13,13 +13,13 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use jitvm_core::api::{ApiError, Caller, json_response};
 use jitvm_core::ports::RequestQuery;
 use jitvm_core::slack::{
     self, Command, Interaction, RequestCommand, SigningSecret, SlackError, SlashCommand, Verb,
 };
-use jitvm_core::{Policy, RequestId, RequestRecord, RequestStatus, VmId};
+use jitvm_core::{Policy, Principal, RequestId, RequestRecord, RequestStatus, VmId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -53,9 +53,6 @@ impl SlackApp {
     }
 }
 
-/// How far back `status` looks: the longest grant, plus the longest wait
-/// for an approver.
-const LONGEST_GRANT: SignedDuration = SignedDuration::from_hours(25);
 /// The most requests one `status` or `pending` answer looks at.
 const MAX_LISTED: usize = 200;
 
@@ -97,6 +94,15 @@ fn slack_error(e: SlackError) -> ApiError {
     ApiError::new(e.http_status(), e.code(), e.to_string())
 }
 
+/// The Slack user who signed the call, as a caller with no address: the
+/// address Slack calls from is Slack's, not the person's.
+fn caller(principal: Result<Principal, SlackError>) -> Result<Caller, ApiError> {
+    Ok(Caller {
+        principal: principal.map_err(slack_error)?,
+        address: None,
+    })
+}
+
 /// The slash command.
 pub async fn slash_command(
     api: &RequestApi<'_>,
@@ -106,16 +112,10 @@ pub async fn slash_command(
     let app = app(api)?;
     let signature = verified(app, request, now)?;
     let command = SlashCommand::parse(request.body()).map_err(slack_error)?;
-    let caller = Caller {
-        principal: command.principal().map_err(slack_error)?,
-        // The address Slack calls from is Slack's, not the person's.
-        address: None,
-    };
+    let caller = caller(command.principal())?;
     let message = match slack::parse_command(&command.text) {
         Err(e) => slack::refused(e.code(), &e.describe(&command.command)),
-        Ok(parsed) => answer(api, &caller, &command.command, parsed, &signature, now)
-            .await
-            .unwrap_or_else(|e| slack::refused(&e.code, &e.message)),
+        Ok(parsed) => answer(api, &caller, &command.command, parsed, &signature, now).await,
     };
     Ok(json_response(200, &message))
 }
@@ -131,16 +131,11 @@ pub async fn interaction(
     let app = app(api)?;
     let signature = verified(app, request, now)?;
     let interaction = Interaction::parse(request.body()).map_err(slack_error)?;
-    let caller = Caller {
-        principal: interaction.principal().map_err(slack_error)?,
-        address: None,
-    };
+    let caller = caller(interaction.principal())?;
     let message = match interaction.actions.first().map(|a| a.command()) {
         None => slack::refused("InvalidSlackRequest", "the click carried no action"),
         Some(Err(e)) => slack::refused(e.code(), &e.describe("/jit")),
-        Some(Ok(command)) => answer(api, &caller, "/jit", command, &signature, now)
-            .await
-            .unwrap_or_else(|e| slack::refused(&e.code, &e.message)),
+        Some(Ok(command)) => answer(api, &caller, "/jit", command, &signature, now).await,
     };
     let message = slack::replace_original(message);
     post(app, &interaction, &message).await;
@@ -149,17 +144,28 @@ pub async fn interaction(
 
 async fn post(app: &SlackApp, interaction: &Interaction, message: &Value) {
     let url = &interaction.response_url;
-    if !app.local && !url.starts_with("https://hooks.slack.com/") {
-        tracing::warn!(url = %url.chars().take(100).collect::<String>(), "a response_url outside hooks.slack.com was not posted to");
-        return;
-    }
-    if let Err(e) = slack::post_response(&app.client, url, message).await {
+    if let Err(e) = slack::post_response(&app.client, url, message, app.local).await {
         tracing::warn!(error = %e, "could not post the answer to Slack's response_url");
     }
 }
 
-/// Carries out one command for `caller`, answering with a Slack message.
+/// Carries out one command for `caller`, answering with a Slack message;
+/// a refusal is a message too, saying why.
 async fn answer(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    name: &str,
+    command: Command,
+    signature: &str,
+    now: Timestamp,
+) -> Value {
+    carry_out(api, caller, name, command, signature, now)
+        .await
+        .unwrap_or_else(|e| slack::refused(&e.code, &e.message))
+}
+
+/// [`answer`], with a refusal as the error.
+async fn carry_out(
     api: &RequestApi<'_>,
     caller: &Caller,
     name: &str,
@@ -254,9 +260,7 @@ async fn my_requests(
     caller: &Caller,
     now: Timestamp,
 ) -> Result<Vec<RequestRecord>, ApiError> {
-    let since = now
-        .checked_sub(LONGEST_GRANT + api.approval_timeout)
-        .unwrap_or(now);
+    let since = jitvm_core::earliest_live_start(now, api.approval_timeout);
     let page = api
         .requests
         .query_requests(&RequestQuery {

@@ -158,6 +158,7 @@ impl Host {
             policies: &self.aws.store,
             requests: &self.aws.store,
             firewall: &self.aws.firewall,
+            approval_timeout: self.settings.approval_timeout,
         };
         let response = jitvm_grant::handle_batch(&app, event, self.now()).await;
         let failed: Vec<&str> = response

@@ -684,26 +684,6 @@ impl RequestStore for DynamoStore {
         }))
     }
 
-    async fn requests_for_vm(
-        &self,
-        vm: &VmId,
-        since: Option<Timestamp>,
-        limit: usize,
-    ) -> Result<Vec<RequestRecord>, AdapterError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let query = RequestQuery {
-            vm: Some(vm.clone()),
-            requestor: None,
-            since,
-            until: None,
-            after: None,
-            limit,
-        };
-        Ok(self.query_requests(&query).await?.records)
-    }
-
     /// Reads `by-vm` when a VM is given (keeping only the requestor's
     /// records when one is given too), `by-requestor` when only a requestor
     /// is, and otherwise `by-day`, one query per UTC day from the upper

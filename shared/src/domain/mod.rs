@@ -23,7 +23,7 @@ pub use policy::{Policy, PolicyDocument, PolicyError, PortRule};
 pub use port::{Port, PortError, Protocol};
 pub use prefix::{PrefixError, SourcePrefix};
 pub use principal::{Principal, PrincipalError, PrincipalPattern};
-pub use record::{PortRecord, RequestRecord, StatusChange};
+pub use record::{PortRecord, RequestRecord, StatusChange, earliest_live_start};
 pub use request::{
     AccessRequest, InitiateBody, InitiatePort, InitiateVm, PortAsk, RequestError, RequestId,
     RequestMessage, Window,

@@ -5,8 +5,10 @@
 //! (`virtualMachines[].ports[]` with `status`, `statusReason`, `endTimeUtc`),
 //! with jitvm's `id`, `status` and `history` beside it.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+
+use super::duration::MaxAccessDuration;
 
 use super::evaluate::Grant;
 use super::port::{Port, Protocol};
@@ -130,6 +132,20 @@ pub struct StatusChange {
     pub by: Option<Principal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How late the sweep may close a grant after its end time, with room to
+/// spare: it runs every minute.
+const SWEEP_SLACK: SignedDuration = SignedDuration::from_hours(1);
+
+/// The earliest `startTimeUtc` of a request that may still change at `now`
+/// (be approved, open, expire): it may wait `approval_timeout` for an
+/// approver, then hold a grant for the longest any policy allows, and the
+/// sweep may close that a little late. Listings of what is still open, or
+/// of what changed since a time, need read no further back.
+pub fn earliest_live_start(now: Timestamp, approval_timeout: SignedDuration) -> Timestamp {
+    let lifetime = approval_timeout + MaxAccessDuration::MAX + SWEEP_SLACK;
+    now.checked_sub(lifetime).unwrap_or(now)
 }
 
 impl RequestRecord {

@@ -1,8 +1,10 @@
 //! Posting an answer to a Slack `response_url`.
 //!
 //! The URL arrives inside the request, so it is checked before anything is
-//! sent: only Slack's own `https://hooks.slack.com/` (and, for tests, a
-//! server on `http://127.0.0.1:<port>/`) is ever posted to. Otherwise a
+//! sent: only Slack's own `https://hooks.slack.com/` (and, on the local host
+//! and in tests, a server on `http://127.0.0.1:<port>/`) is ever posted to.
+//! On Lambda loopback is the runtime's own API, so it is allowed only when
+//! the caller says it runs locally. Otherwise a
 //! forged or mistaken URL would make the function call into the VPC or the
 //! instance metadata service on someone's behalf.
 
@@ -32,9 +34,9 @@ pub fn response_client() -> Result<Client, SlackError> {
 }
 
 /// `url` if it is one jitvm may post to: `https://hooks.slack.com/...` on
-/// the default port, or `http://127.0.0.1:<port>/...`; never with a user
-/// name or password in it.
-pub fn check_response_url(url: &str) -> Result<Url, SlackError> {
+/// the default port, or `http://127.0.0.1:<port>/...` when `allow_loopback`;
+/// never with a user name or password in it.
+pub fn check_response_url(url: &str, allow_loopback: bool) -> Result<Url, SlackError> {
     let refused = || SlackError::UrlRefused(url.chars().take(100).collect());
     let parsed = Url::parse(url).map_err(|_| refused())?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -45,7 +47,7 @@ pub fn check_response_url(url: &str) -> Result<Url, SlackError> {
         // `port()` is `None` for the scheme's default port, also when it
         // was written out as `:443`.
         ("https", Some("hooks.slack.com"), None) => true,
-        ("http", Some(host), Some(_)) => host == loopback,
+        ("http", Some(host), Some(_)) => allow_loopback && host == loopback,
         _ => false,
     };
     if !allowed {
@@ -57,17 +59,23 @@ pub fn check_response_url(url: &str) -> Result<Url, SlackError> {
 /// Posts `message` to `url` (a `response_url` from Slack), after
 /// [`check_response_url`]. Use a client from [`response_client`], so that
 /// no redirect is followed; a redirect answer is an error.
-pub async fn post_response(client: &Client, url: &str, message: &Value) -> Result<(), SlackError> {
-    post_within(client, url, message, POST_TIMEOUT).await
+pub async fn post_response(
+    client: &Client,
+    url: &str,
+    message: &Value,
+    allow_loopback: bool,
+) -> Result<(), SlackError> {
+    post_within(client, url, message, allow_loopback, POST_TIMEOUT).await
 }
 
 async fn post_within(
     client: &Client,
     url: &str,
     message: &Value,
+    allow_loopback: bool,
     timeout: Duration,
 ) -> Result<(), SlackError> {
-    let target = check_response_url(url)?;
+    let target = check_response_url(url, allow_loopback)?;
     let response = client
         .post(target.clone())
         .timeout(timeout)
@@ -160,7 +168,7 @@ mod tests {
         let (base, got) = fake_slack().await;
         let client = response_client().unwrap();
         let message = json!({"replace_original": true, "text": "approved"});
-        post_response(&client, &format!("{base}/ok"), &message)
+        post_response(&client, &format!("{base}/ok"), &message, true)
             .await
             .unwrap();
         assert_eq!(seen(&got), vec![message]);
@@ -170,7 +178,7 @@ mod tests {
     async fn a_refusal_is_reported_with_slacks_words() {
         let (base, _) = fake_slack().await;
         let client = response_client().unwrap();
-        let err = post_response(&client, &format!("{base}/fail"), &json!({}))
+        let err = post_response(&client, &format!("{base}/fail"), &json!({}), true)
             .await
             .unwrap_err();
         assert!(
@@ -184,9 +192,14 @@ mod tests {
     async fn redirects_are_not_followed() {
         let (base, got) = fake_slack().await;
         let client = response_client().unwrap();
-        let err = post_response(&client, &format!("{base}/redirect"), &json!({"text": "x"}))
-            .await
-            .unwrap_err();
+        let err = post_response(
+            &client,
+            &format!("{base}/redirect"),
+            &json!({"text": "x"}),
+            true,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, SlackError::PostRejected { status: 307, .. }),
             "{err:?}"
@@ -198,6 +211,7 @@ mod tests {
             &following,
             &format!("{base}/redirect"),
             &json!({"text": "x"}),
+            true,
         )
         .await
         .unwrap_err();
@@ -212,6 +226,7 @@ mod tests {
             &client,
             &format!("{base}/slow"),
             &json!({}),
+            true,
             Duration::from_millis(200),
         )
         .await
@@ -242,7 +257,9 @@ mod tests {
             "hooks.slack.com/commands/1",
             "",
         ] {
-            let err = post_response(&client, url, &json!({})).await.unwrap_err();
+            let err = post_response(&client, url, &json!({}), true)
+                .await
+                .unwrap_err();
             assert!(matches!(err, SlackError::UrlRefused(_)), "{url}: {err:?}");
         }
         for url in [
@@ -250,7 +267,16 @@ mod tests {
             "https://HOOKS.slack.com:443/actions/T1/2/abc",
             "http://127.0.0.1:8080/x",
         ] {
-            assert!(check_response_url(url).is_ok(), "{url}");
+            assert!(check_response_url(url, true).is_ok(), "{url}");
         }
+        // On Lambda, loopback is the runtime's API: refused there.
+        assert!(check_response_url("https://hooks.slack.com/commands/T1/2/abc", false).is_ok());
+        assert!(matches!(
+            check_response_url(
+                "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+                false
+            ),
+            Err(SlackError::UrlRefused(_))
+        ));
     }
 }
