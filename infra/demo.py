@@ -46,11 +46,12 @@ def jit_rules(ec2, instance_id):
 
 def main(vm):
     instance_id = vm.rsplit("/", 1)[1]
-    enc = urllib.parse.quote(vm, safe="")
+    # The VM id is the rest of the path, as written (percent-encoded works too).
+    path = f"/v1/policies/{vm}"
     ec2 = boto3.client("ec2", region_name=os.environ.get("AWS_REGION", "us-east-1"))
 
     step("admin enables JIT: port 22/tcp from 198.51.100.0/24, at most 1 hour, requester local:alice")
-    status, policy = call("PUT", f"/v1/policies/{enc}", ADMIN, {
+    status, policy = call("PUT", path, ADMIN, {
         "ports": [{"number": 22, "protocol": "tcp", "allowedSourceAddressPrefixes": ["198.51.100.0/24"],
                    "maxRequestAccessDuration": "PT1H"}],
         "requesters": ["local:alice"]})
@@ -101,7 +102,7 @@ def main(vm):
     print(f"  request record: port 22 {port['status']} / {port['statusReason']}")
 
     step("admin disables JIT: the dedicated group is removed")
-    status, _ = call("DELETE", f"/v1/policies/{enc}", ADMIN)
+    status, _ = call("DELETE", path, ADMIN)
     print(f"  {status}")
     return 0
 
@@ -130,9 +131,10 @@ def show(rule):
 
 
 def main_azure(vm):
-    enc = urllib.parse.quote(vm, safe="")
+    # An Azure id starts with "/": it follows "policies" directly.
+    path = f"/v1/policies{vm}"
     step(f"admin enables JIT on the Azure VM {vm.rsplit('/', 1)[1]}: port 22/tcp from 198.51.100.0/24")
-    status, policy = call("PUT", f"/v1/policies/{enc}", ADMIN, {
+    status, policy = call("PUT", path, ADMIN, {
         "ports": [{"number": 22, "protocol": "tcp", "allowedSourceAddressPrefixes": ["198.51.100.0/24"],
                    "maxRequestAccessDuration": "PT1H"}],
         "requesters": ["local:alice"]})
@@ -171,7 +173,7 @@ def main_azure(vm):
     print(f"  rule deleted at {gone:%H:%M:%S} ({overshoot:.1f} s after its end time)")
 
     step("admin disables JIT: the Deny rule goes, the customer's rules stay")
-    status, _ = call("DELETE", f"/v1/policies/{enc}", ADMIN)
+    status, _ = call("DELETE", path, ADMIN)
     print(f"  {status}")
     for r in arm_rules(nsg):
         show(r)

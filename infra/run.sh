@@ -91,7 +91,6 @@ if [ "$mode" = "--demo" ]; then
     exit 0
 fi
 
-enc="$(.venv/bin/python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$vm")"
 cat <<INFO
 
 jitvm is running at http://${JITVM_LISTEN} (Ctrl-C stops everything).
@@ -99,7 +98,7 @@ Tokens: admin-token-1 (local:admin, may write policies), alice-token-1, bob-toke
 
 1. Enable JIT on the demo instance (port 22 from 198.51.100.0/24, at most 1 hour):
 
-   curl -s -X PUT http://${JITVM_LISTEN}/v1/policies/${enc} \\
+   curl -s -X PUT "http://${JITVM_LISTEN}/v1/policies/${vm}" \\
      -H 'Authorization: Bearer admin-token-1' -H 'Content-Type: application/json' \\
      -d '{"ports":[{"number":22,"protocol":"tcp","allowedSourceAddressPrefixes":["198.51.100.0/24"],"maxRequestAccessDuration":"PT1H"}],"requesters":["local:alice"]}'
 
@@ -117,11 +116,10 @@ Tokens: admin-token-1 (local:admin, may write policies), alice-token-1, bob-toke
 The moto endpoint is ${AWS_ENDPOINT_URL} (AWS CLI: --endpoint-url ${AWS_ENDPOINT_URL}).
 INFO
 if [ -n "$azure_vm" ]; then
-    aenc="$(.venv/bin/python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$azure_vm")"
     cat <<AZURE
 The same for the demo Azure VM on the ARM fake (http://127.0.0.1:${arm_port}):
 
-   curl -s -X PUT http://${JITVM_LISTEN}/v1/policies/${aenc} \\
+   curl -s -X PUT "http://${JITVM_LISTEN}/v1/policies${azure_vm}" \\
      -H 'Authorization: Bearer admin-token-1' -H 'Content-Type: application/json' \\
      -d '{"ports":[{"number":22,"protocol":"tcp","allowedSourceAddressPrefixes":["198.51.100.0/24"],"maxRequestAccessDuration":"PT1H"}],"requesters":["local:alice"]}'
 

@@ -194,9 +194,40 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-/// A VM id from one (already decoded) path segment.
-pub fn vm_from_segment(segment: &str) -> Result<VmId, ApiError> {
-    VmId::parse(segment).map_err(|e| ApiError::new(400, "InvalidVmId", e.to_string()))
+/// A VM id as a caller wrote it, already percent-decoded: an instance ARN
+/// or an Azure resource id. The Azure id's leading `/` may be left out
+/// (`$API/v1/policies/subscriptions/...` reads better than a double slash).
+pub fn parse_vm(text: &str) -> Result<VmId, ApiError> {
+    let text = text.trim();
+    let with_slash;
+    let text = if text
+        .get(..SUBSCRIPTIONS.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(SUBSCRIPTIONS))
+    {
+        with_slash = format!("/{text}");
+        &with_slash
+    } else {
+        text
+    };
+    VmId::parse(text).map_err(|e| ApiError::new(400, "InvalidVmId", e.to_string()))
+}
+
+const SUBSCRIPTIONS: &str = "subscriptions/";
+
+/// The VM id that ends a path, given what follows the route's prefix
+/// (`/v1/policies/`). A VM id holds `/`, so it is the whole rest of the
+/// path, written plainly or percent-encoded once, and decoded exactly once
+/// here: more rounds would let one VM be named by path strings that API
+/// Gateway routed, and IAM authorised, as something else.
+pub fn vm_in_path(rest: &str) -> Result<VmId, ApiError> {
+    let text = percent_decode_str(rest).decode_utf8().map_err(|_| {
+        ApiError::new(
+            400,
+            "InvalidPath",
+            "the VM id in the path is not UTF-8 once percent-decoded",
+        )
+    })?;
+    parse_vm(&text)
 }
 
 /// The value of query parameter `name`, percent-decoded (`+` as space).
@@ -246,8 +277,57 @@ mod tests {
             s[2],
             "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
         );
-        assert!(vm_from_segment(&s[2]).is_ok());
+        assert!(parse_vm(&s[2]).is_ok());
         assert!(segments("/v1/%FF").is_err());
+    }
+
+    #[test]
+    fn a_vm_id_is_the_rest_of_the_path_plain_or_encoded() {
+        let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+        let azure = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web-01";
+        let want_arn = VmId::parse(arn).unwrap();
+        let want_azure = VmId::parse(azure).unwrap();
+        for rest in [
+            arn.to_owned(),
+            encode(arn),
+            "arn:aws:ec2:us-east-1:123456789012:instance%2Fi-0123456789abcdef0".to_owned(),
+        ] {
+            assert_eq!(vm_in_path(&rest).unwrap(), want_arn, "{rest}");
+        }
+        for rest in [
+            azure.to_owned(),
+            azure.trim_start_matches('/').to_owned(),
+            encode(azure),
+            encode(azure.trim_start_matches('/')),
+            azure.to_uppercase().trim_start_matches('/').to_owned(),
+        ] {
+            assert_eq!(vm_in_path(&rest).unwrap(), want_azure, "{rest}");
+        }
+    }
+
+    #[test]
+    fn a_bad_vm_path_is_a_400_naming_the_forms() {
+        for rest in ["", "i-0123456789abcdef0", "%FF%FE", "arn:aws:ec2:x", "a%2"] {
+            let e = vm_in_path(rest).unwrap_err();
+            assert_eq!(e.status, 400, "{rest}: {e:?}");
+            assert!(
+                matches!(e.code.as_str(), "InvalidVmId" | "InvalidPath"),
+                "{rest}: {e:?}"
+            );
+        }
+        let e = vm_in_path("web-01").unwrap_err();
+        assert!(e.message.contains("arn:aws:ec2"), "{}", e.message);
+        // Decoded once: an id encoded twice is not an id.
+        let twice = encode(&encode(
+            "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0",
+        ));
+        assert_eq!(vm_in_path(&twice).unwrap_err().code, "InvalidVmId");
+    }
+
+    /// Every byte but the unreserved ones percent-encoded, as
+    /// `encodeURIComponent` or Python's `quote(safe="")` write a segment.
+    fn encode(text: &str) -> String {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
     }
 
     #[test]

@@ -23,8 +23,20 @@ fn the_caller_is_the_iam_principal_and_its_source_address() {
         "arn:aws:sts::123456789012:assumed-role/Operators/alice"
     );
     assert_eq!(caller.address, Some("198.51.100.7".parse().unwrap()));
-    let request = lambda::into_bytes(request);
-    assert!(request.uri().path().starts_with("/v1/policies/arn%3Aaws"));
+    // API Gateway hands the ARN over decoded, as the greedy parameter
+    // caught it; the handler finds it whole.
+    let request = lambda::into_handler_request(request);
+    let rest = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/policies/")
+        .expect("a policy path");
+    assert_eq!(
+        jitvm_core::api::vm_in_path(rest)
+            .expect("a VM id")
+            .to_string(),
+        "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
+    );
     assert!(request.body().starts_with(b"{\"ports\""));
 }
 

@@ -1489,3 +1489,39 @@ async fn another_requestor_cannot_replace_an_open_grant() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_instance_arn_is_the_rest_of_the_path_plain_or_encoded() {
+    let stack = Stack::start("ap-south-2").await;
+    let vm = stack.instance(&[]).await;
+    let plain = format!("/v1/policies/{}", vm.arn);
+    let encoded = Stack::policy_path(&vm.arn);
+    let (status, put) = stack
+        .call(
+            Method::PUT,
+            &plain,
+            Some(ADMIN),
+            Some(ssh_policy().to_string()),
+        )
+        .await;
+    assert_eq!(status, 201, "{put}");
+    assert_eq!(put["vm"], json!(vm.arn));
+    for path in [&plain, &encoded] {
+        let (status, got) = stack.call(Method::GET, path, Some(ALICE), None).await;
+        assert_eq!(status, 200, "{path}: {got}");
+        assert_eq!(got["version"], put["version"], "{path}");
+    }
+    // Only the whole rest of the path is the id.
+    let (status, error) = stack
+        .call(Method::GET, &format!("{plain}/x"), Some(ALICE), None)
+        .await;
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (400, &json!("InvalidVmId")),
+        "{error}"
+    );
+    let (status, _) = stack.call(Method::DELETE, &plain, Some(ADMIN), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = stack.call(Method::GET, &encoded, Some(ALICE), None).await;
+    assert_eq!(status, 404);
+}

@@ -1055,3 +1055,29 @@ async fn a_request_from_another_source_or_for_another_port_keeps_the_open_grant(
         assert_eq!(status_of(&r), ("Initiated", "UserRequested"), "{r}");
     }
 }
+
+#[tokio::test]
+async fn an_azure_id_is_the_rest_of_the_path_with_or_without_its_slash() {
+    let stack = Stack::start(REGION).await;
+    let w = world(&stack.arm, "path-vm", IP);
+    let doubled = format!("/v1/policies/{}", w.vm);
+    let single = format!("/v1/policies{}", w.vm);
+    let (status, put) = stack
+        .call(
+            Method::PUT,
+            &doubled,
+            Some(ADMIN),
+            Some(policy().to_string()),
+        )
+        .await;
+    assert_eq!(status, 201, "{put}");
+    assert_eq!(denies(&stack.arm, &w.nsg).len(), 2);
+    for path in [&doubled, &single, &Stack::policy_path(&w.vm)] {
+        let (status, got) = stack.call(Method::GET, path, Some(ALICE), None).await;
+        assert_eq!(status, 200, "{path}: {got}");
+        assert_eq!(got["version"], put["version"], "{path}");
+    }
+    let (status, _) = stack.call(Method::DELETE, &single, Some(ADMIN), None).await;
+    assert_eq!(status, 204);
+    assert!(denies(&stack.arm, &w.nsg).is_empty());
+}

@@ -742,9 +742,9 @@ fn requests_flow_through_a_fifo_queue_with_a_dead_letter_queue() {
 #[test]
 fn routes_need_api_gateway_authorization() {
     let policy = [
-        "PUT /v1/policies/{vm}",
-        "GET /v1/policies/{vm}",
-        "DELETE /v1/policies/{vm}",
+        "PUT /v1/policies/{vm+}",
+        "GET /v1/policies/{vm+}",
+        "DELETE /v1/policies/{vm+}",
         "GET /v1/vms",
     ];
     let request = [

@@ -17,7 +17,7 @@ use http::{HeaderMap, Method, Request, Response};
 use jiff::{SignedDuration, Timestamp};
 use jitvm_core::api::{
     ApiError, Caller, check_body, json_response, method_not_allowed, no_content, no_route,
-    segments, vm_from_segment,
+    segments, vm_in_path,
 };
 use jitvm_core::ports::{Firewall, PolicyEntry, PolicyStore, RequestStore};
 use jitvm_core::telemetry::Audit;
@@ -55,18 +55,19 @@ async fn route(
     now: Timestamp,
 ) -> Result<Response<String>, ApiError> {
     let caller = caller.ok_or_else(ApiError::unauthenticated)?;
+    // A VM id holds `/`, so it is the rest of the path, not one segment.
+    if let Some(rest) = request.uri().path().strip_prefix("/v1/policies/") {
+        let vm = vm_in_path(rest)?;
+        return match *request.method() {
+            Method::GET => get_policy(api, &vm).await,
+            Method::PUT => put_policy(api, &caller, vm, &request, now).await,
+            Method::DELETE => delete_policy(api, &caller, &vm, request.headers(), now).await,
+            _ => Err(method_not_allowed("GET, PUT and DELETE")),
+        };
+    }
     let path = segments(request.uri().path())?;
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     match path.as_slice() {
-        ["v1", "policies", vm] => {
-            let vm = vm_from_segment(vm)?;
-            match *request.method() {
-                Method::GET => get_policy(api, &vm).await,
-                Method::PUT => put_policy(api, &caller, vm, &request, now).await,
-                Method::DELETE => delete_policy(api, &caller, &vm, request.headers(), now).await,
-                _ => Err(method_not_allowed("GET, PUT and DELETE")),
-            }
-        }
         ["v1", "vms"] => match *request.method() {
             Method::GET => list_vms(api, &caller, now).await,
             _ => Err(method_not_allowed("GET")),

@@ -9,7 +9,7 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 use jiff::{SignedDuration, Timestamp};
-use jitvm_core::api::{ApiError, Caller, query_param, vm_from_segment};
+use jitvm_core::api::{ApiError, Caller, parse_vm, query_param};
 use jitvm_core::ports::{RequestQuery, RequestStore};
 use jitvm_core::{AuditRow, VmId, audit_rows, earliest_live_start};
 
@@ -52,9 +52,7 @@ pub async fn export(
             "one export covers at most 366 days; export a year at a time",
         ));
     }
-    let vm = query_param(query, "vm")
-        .map(|v| vm_from_segment(&v))
-        .transpose()?;
+    let vm = query_param(query, "vm").map(|v| parse_vm(&v)).transpose()?;
     let first_start = earliest_live_start(since, api.approval_timeout);
     let rows = rows_between(api.requests, vm, first_start, since, until).await?;
     let mut response = Response::new(jitvm_core::audit::to_csv(&rows));

@@ -28,8 +28,8 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use jiff::{SignedDuration, Timestamp};
 use jitvm_core::api::{
-    ApiError, Caller, check_body, json_response, method_not_allowed, no_route, query_param,
-    segments, vm_from_segment,
+    ApiError, Caller, check_body, json_response, method_not_allowed, no_route, parse_vm,
+    query_param, segments,
 };
 use jitvm_core::ports::{
     Firewall, PageCursor, PolicyStore, RequestQuery, RequestQueue, RequestStore,
@@ -202,9 +202,7 @@ async fn list(
     query: Option<&str>,
     now: Timestamp,
 ) -> Result<Response<String>, ApiError> {
-    let vm = query_param(query, "vm")
-        .map(|v| vm_from_segment(&v))
-        .transpose()?;
+    let vm = query_param(query, "vm").map(|v| parse_vm(&v)).transpose()?;
     let requestor = query_param(query, "requestor")
         .map(|r| {
             Principal::parse(&r).map_err(|e| {
