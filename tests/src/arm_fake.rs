@@ -793,6 +793,11 @@ impl ArmFake {
         self.world().faults.push(fault);
     }
 
+    /// Drops every fault not yet spent: ARM answers normally again.
+    pub fn clear_faults(&self) {
+        self.world().faults.clear();
+    }
+
     /// Completes every pending operation as if it had been polled to the
     /// end (with its outcome and rollback).
     pub fn settle_operations(&self) {

@@ -1081,3 +1081,78 @@ async fn an_azure_id_is_the_rest_of_the_path_with_or_without_its_slash() {
     assert_eq!(status, 204);
     assert!(denies(&stack.arm, &w.nsg).is_empty());
 }
+
+/// Hands `message` (as another system queues it) to the grant function at
+/// `now`; the message ids it hands back to be retried.
+async fn deliver(stack: &Stack, message: &Value, now: Timestamp) -> Vec<String> {
+    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+    m.message_id = Some("m-1".into());
+    m.body = Some(message.to_string());
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records.push(m);
+    jitvm_grant::handle_batch(&stack.grant_app(), event, now)
+        .await
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queued_duration_counts_from_acceptance_when_the_message_comes_again() {
+    let stack = Stack::start(REGION).await;
+    let w = world(&stack.arm, "relay-1", IP);
+    enable(&stack, &w.vm, policy()).await;
+    let message = |id: &str| {
+        json!({"id": id, "requestor": "local:alice", "virtualMachines": [{"id": w.vm, "ports": [
+            {"number": 22, "duration": "PT5M", "allowedSourceAddressPrefix": "198.51.100.7"}]}]})
+    };
+    let throttle = || {
+        stack.arm.inject(Fault::new(
+            Some("GET"),
+            "/virtualMachines/relay-1",
+            u32::MAX,
+            FaultKind::Throttle {
+                retry_after_secs: 0,
+            },
+        ));
+    };
+    let t0 = stack.now();
+
+    // The first delivery records the request and fails on ARM; the
+    // message comes again two seconds later and opens the recorded end.
+    throttle();
+    assert_eq!(deliver(&stack, &message("relay-a"), t0).await, ["m-1"]);
+    stack.arm.clear_faults();
+    let recorded = port0(&record(&stack, "relay-a").await)["endTimeUtc"].clone();
+    let later = t0 + SignedDuration::from_secs(2);
+    assert!(deliver(&stack, &message("relay-a"), later).await.is_empty());
+    let after = record(&stack, "relay-a").await;
+    assert_eq!(port0(&after)["status"], "Initiated", "{after}");
+    assert_eq!(port0(&after)["endTimeUtc"], recorded);
+    let end: Timestamp = recorded
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("a time");
+    let open = grants(&stack.arm, &w.nsg);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(
+        name(&open[0]).starts_with(&format!("jitvm-22-{}-", end.strftime("%Y%m%dT%H%M%SZ"))),
+        "the rule ends when the record says: {}",
+        name(&open[0])
+    );
+
+    // Coming again only after that end, it opens nothing and says why.
+    throttle();
+    assert_eq!(deliver(&stack, &message("relay-b"), t0).await, ["m-1"]);
+    stack.arm.clear_faults();
+    let late = t0 + SignedDuration::from_mins(6);
+    assert!(deliver(&stack, &message("relay-b"), late).await.is_empty());
+    let port = port0(&record(&stack, "relay-b").await).clone();
+    assert_eq!(
+        (&port["status"], &port["statusReason"]),
+        (&json!("Failed"), &json!("Expired")),
+        "{port}"
+    );
+    assert_eq!(grants(&stack.arm, &w.nsg).len(), 1, "nothing more opened");
+}

@@ -20,8 +20,8 @@ use jitvm_core::ports::{
 use jitvm_core::rule::rfc3339;
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
-    Decision, Grant, PortStatus, RefusalReason, RequestId, RequestMessage, RequestRecord,
-    RequestStatus, StatusReason, Transition, evaluate, records,
+    AccessRequest, Decision, Grant, Port, PortRecord, PortStatus, RefusalReason, RequestId,
+    RequestMessage, RequestRecord, RequestStatus, StatusReason, Transition, evaluate, records,
 };
 
 /// What the grant function needs, and only that.
@@ -223,7 +223,7 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
             }
         }
     };
-    open_all(app, &record, &grants, request.justification(), now).await
+    open_all(app, &record, &grants, &request, now).await
 }
 
 /// Opens every grant whose port is still `Initiating`, then records the
@@ -233,7 +233,7 @@ async fn open_all(
     app: &GrantApp<'_>,
     record: &RequestRecord,
     grants: &[Grant],
-    justification: Option<&jitvm_core::Justification>,
+    request: &AccessRequest,
     now: Timestamp,
 ) -> Outcome {
     let id = record.id().clone();
@@ -263,41 +263,36 @@ async fn open_all(
                 grant.protocol(),
                 port.protocol
             );
-            if let Err(e) = records::update(app.requests, &id, |r| {
-                r.set_port(
-                    grant.port(),
-                    PortStatus::Failed,
-                    StatusReason::PolicyChanged,
-                    Some(why.clone()),
-                    now,
-                )
-                .is_ok_and(|t| t == Transition::Changed)
-            })
+            if let Err(e) = fail_port(
+                app,
+                &id,
+                grant.port(),
+                StatusReason::PolicyChanged,
+                why,
+                now,
+            )
             .await
             {
                 retry_reason = Some(e.to_string());
             }
             continue;
         }
-        // Open what was recorded, never more: a message naming another
-        // source or a later end than the record is not trusted.
-        if port.allowed_source_address_prefix != grant.source()
-            || port.protocol != grant.protocol()
-            || grant.end() > port.end_time_utc
-        {
-            reject(
-                Some(id.as_str()),
-                &format!(
-                    "port {}: the message asks for {} until {}, but the record says {} until {}",
-                    grant.port(),
-                    grant.source(),
-                    rfc3339(grant.end()),
-                    port.allowed_source_address_prefix,
-                    rfc3339(port.end_time_utc)
-                ),
-            );
-            continue;
-        }
+        let relative = !request.names_end_time(grant.port());
+        let grant = &match against_record(grant, port, relative, now) {
+            Recorded::Open(grant) => grant,
+            Recorded::Untrusted(why) => {
+                reject(Some(id.as_str()), &why);
+                continue;
+            }
+            Recorded::Ended(why) => {
+                if let Err(e) =
+                    fail_port(app, &id, grant.port(), StatusReason::Expired, why, now).await
+                {
+                    retry_reason = Some(e.to_string());
+                }
+                continue;
+            }
+        };
         match replace_older(app, grant, now).await {
             Ok(()) => {}
             Err(e) if e.is_retryable() => {
@@ -313,7 +308,7 @@ async fn open_all(
                 continue;
             }
         }
-        match app.firewall.open(grant, justification).await {
+        match app.firewall.open(grant, request.justification()).await {
             Ok(opened) => results.push((grant.clone(), Ok(opened))),
             Err(e) if e.is_retryable() => retry_reason = Some(e.to_string()),
             Err(e) => results.push((grant.clone(), Err(e.to_string()))),
@@ -580,6 +575,69 @@ async fn close_rules(
 
 /// Marks the record's `Initiating` ports `Failed` for `reason`, if there is
 /// a record.
+/// What may open for a grant, held against what was recorded for its port.
+enum Recorded {
+    /// This: the recorded source and protocol, ending no later than
+    /// recorded.
+    Open(Grant),
+    /// The recorded end has passed: nothing opens, for this reason.
+    Ended(String),
+    /// The message asks for more than the record: not trusted.
+    Untrusted(String),
+}
+
+/// Opens what was recorded, never more. A window the message gives as a
+/// duration (or leaves to the policy's maximum) counts from when the
+/// request was accepted, so a message that comes again later asks for a
+/// later end than recorded: it gets the recorded one, and nothing once
+/// that has passed. A message naming another source or protocol, or a
+/// named end time later than the record's, is not trusted.
+fn against_record(grant: &Grant, port: &PortRecord, relative: bool, now: Timestamp) -> Recorded {
+    let grant = if relative {
+        grant.capped_at(port.end_time_utc)
+    } else {
+        grant.clone()
+    };
+    if port.allowed_source_address_prefix != grant.source()
+        || port.protocol != grant.protocol()
+        || grant.end() > port.end_time_utc
+    {
+        return Recorded::Untrusted(format!(
+            "port {}: the message asks for {} until {}, but the record says {} until {}",
+            grant.port(),
+            grant.source(),
+            rfc3339(grant.end()),
+            port.allowed_source_address_prefix,
+            rfc3339(port.end_time_utc)
+        ));
+    }
+    if grant.end() <= now {
+        return Recorded::Ended(format!(
+            "port {} was to be open until {}, which passed before it could open",
+            grant.port(),
+            rfc3339(grant.end())
+        ));
+    }
+    Recorded::Open(grant)
+}
+
+/// Marks one port that is still `Initiating` as `Failed` for `reason`.
+async fn fail_port(
+    app: &GrantApp<'_>,
+    id: &RequestId,
+    port: Port,
+    reason: StatusReason,
+    why: String,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    records::update(app.requests, id, |r| {
+        r.set_port(port, PortStatus::Failed, reason, Some(why.clone()), now)
+            .is_ok_and(|t| t == Transition::Changed)
+    })
+    .await
+    .map(|_| ())
+}
+
 async fn fail_ports(
     app: &GrantApp<'_>,
     id: &RequestId,

@@ -53,6 +53,15 @@ impl Grant {
     pub fn requestor(&self) -> &Principal {
         &self.requestor
     }
+
+    /// The same grant ending no later than `latest`: it can only shorten a
+    /// grant, never lengthen one.
+    pub fn capped_at(&self, latest: Timestamp) -> Grant {
+        Grant {
+            end: self.end.min(latest),
+            ..self.clone()
+        }
+    }
 }
 
 /// What [`evaluate`] decided.
@@ -414,6 +423,32 @@ mod tests {
         assert_eq!(g.request_id().as_str(), "req-1");
         assert_eq!(g.requestor(), &alice());
         assert_eq!(g.vm().to_string(), VM);
+    }
+
+    #[test]
+    fn a_cap_only_ever_shortens_a_grant() {
+        let d = evaluate(
+            Some(&standard()),
+            &request(
+                json!([{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "203.0.113.7"}]),
+            ),
+            &alice(),
+            None,
+            now(),
+        );
+        let Decision::Approved { grants } = d else {
+            panic!("{d:?}")
+        };
+        let g = &grants[0];
+        let earlier: Timestamp = "2026-11-23T12:30:00Z".parse().unwrap();
+        let later: Timestamp = "2026-11-23T14:00:00Z".parse().unwrap();
+        assert_eq!(g.capped_at(earlier).end(), earlier);
+        assert_eq!(g.capped_at(later).end(), g.end());
+        let capped = g.capped_at(earlier);
+        assert_eq!(
+            (capped.port(), capped.source(), capped.start()),
+            (g.port(), g.source(), g.start())
+        );
     }
 
     #[test]

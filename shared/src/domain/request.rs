@@ -289,6 +289,15 @@ impl AccessRequest {
     pub fn vm(&self) -> &VmId {
         &self.vm
     }
+    /// Whether `port` is asked for until a named time (`endTimeUtc`),
+    /// rather than for a duration or the policy's maximum, which count from
+    /// when the request is accepted.
+    pub fn names_end_time(&self, port: Port) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.number == port && matches!(p.window, Some(Window::EndTime(_))))
+    }
+
     pub fn ports(&self) -> &[PortAsk] {
         &self.ports
     }
