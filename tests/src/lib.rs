@@ -234,5 +234,8 @@ pub async fn launch(
         eni_id,
     }
 }
+pub mod api_gateway;
 pub mod arm_fake;
+pub mod lambda;
 pub mod stack;
+pub mod template;

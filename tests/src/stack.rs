@@ -190,47 +190,17 @@ impl Stack {
         format!("/v1/policies/{}", encode(vm))
     }
 
-    /// Every ingress rule of every security group named `name` in this region.
+    /// Every ingress rule of the security group `group_id`.
     pub async fn ingress_rules_of_group(
         &self,
         group_id: &str,
     ) -> Vec<aws_sdk_ec2::types::SecurityGroupRule> {
-        self.ec2
-            .describe_security_group_rules()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("group-id")
-                    .values(group_id)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("describe rules")
-            .security_group_rules
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.is_egress == Some(false))
-            .collect()
+        ingress_rules(&self.ec2, group_id).await
     }
 
     /// The id of the security group named `name`, if any.
     pub async fn group_id(&self, name: &str) -> Option<String> {
-        self.ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("group-name")
-                    .values(name)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("describe groups")
-            .security_groups
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .and_then(|g| g.group_id)
+        group_named(&self.ec2, name).await
     }
 
     /// Launches an instance in a fresh VPC of this region with `groups`
@@ -255,6 +225,47 @@ impl Stack {
 pub struct Instance {
     pub arn: String,
     pub world: crate::Ec2World,
+}
+
+/// Every ingress rule of the security group `group_id`.
+pub async fn ingress_rules(
+    ec2: &aws_sdk_ec2::Client,
+    group_id: &str,
+) -> Vec<aws_sdk_ec2::types::SecurityGroupRule> {
+    ec2.describe_security_group_rules()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .values(group_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe rules")
+        .security_group_rules
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.is_egress == Some(false))
+        .collect()
+}
+
+/// The id of the security group named `name`, if any.
+pub async fn group_named(ec2: &aws_sdk_ec2::Client, name: &str) -> Option<String> {
+    ec2.describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(name)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe groups")
+        .security_groups
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .and_then(|g| g.group_id)
 }
 
 /// Percent-encodes a VM id as one path segment.

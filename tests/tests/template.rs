@@ -11,9 +11,8 @@
 //! with a message naming `bash infra/setup.sh`; none is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use jitvm_core::aws::dynamo::{
     REQUEST_INDEXES, REQUESTS_BY_DAY, REQUESTS_BY_REQUESTOR, REQUESTS_BY_VM, REQUESTS_PENDING,
@@ -21,30 +20,9 @@ use jitvm_core::aws::dynamo::{
 };
 use jitvm_core::aws::sqs::MAX_RECEIVE_COUNT;
 use jitvm_core::domain::rule::{TAG_EXPIRES, TAG_MANAGED, TAG_REQUEST, TAG_REQUESTER, TAG_VM};
-use jitvm_tests::{SETUP_COMMAND, root};
+use jitvm_tests::root;
+use jitvm_tests::template::{resources, routes_of, run, templates, venv_tool};
 use serde_json::{Value, json};
-
-/// Prints `{"source": <template as written>, "transformed": <after the SAM
-/// transform>}` as JSON. As `sam validate` does, a local `CodeUri` stands
-/// for an object in S3, since nothing is uploaded.
-const DECODE: &str = r#"
-import copy, json, sys
-from samcli.yamlhelper import yaml_parse
-from samtranslator.translator.transform import transform
-
-class NoManagedPolicies:
-    def load(self):
-        raise SystemExit("template.yaml names a managed policy; resolving it would call IAM, and the checks allow none")
-
-with open(sys.argv[1], encoding="utf-8") as f:
-    source = yaml_parse(f.read())
-fragment = copy.deepcopy(source)
-for resource in fragment.get("Resources", {}).values():
-    props = resource.get("Properties") or {}
-    if resource.get("Type") == "AWS::Serverless::Function" and not str(props.get("CodeUri", "")).startswith("s3://"):
-        props["CodeUri"] = "s3://bucket/value"
-json.dump({"source": source, "transformed": transform(fragment, {}, NoManagedPolicies())}, sys.stdout)
-"#;
 
 /// Actions that AWS cannot limit to resources, so `Resource: "*"` is the
 /// narrowest there is for them.
@@ -777,7 +755,7 @@ fn routes_need_api_gateway_authorization() {
             "no HTTP API {id}"
         );
         let api = &transformed[id];
-        let (open, routes): (Vec<Route>, Vec<Route>) = routes_of(&api["Properties"]["Body"])
+        let (open, routes): (Vec<_>, Vec<_>) = routes_of(&api["Properties"]["Body"])
             .into_iter()
             .partition(|r| SELF_VERIFYING_ROUTES.contains(&r.key.as_str()));
         let found: BTreeMap<String, String> = routes
@@ -858,72 +836,6 @@ fn sam_validate_passes() {
 }
 
 // ----------------------------------------------------------------- helpers
-
-struct Templates {
-    source: Value,
-    transformed: Value,
-}
-
-/// The template as written and as transformed, read once per test binary.
-fn templates() -> &'static Templates {
-    static TEMPLATES: OnceLock<Templates> = OnceLock::new();
-    TEMPLATES.get_or_init(|| {
-        let out = run(Command::new(venv_tool("python"))
-            .args(["-c", DECODE, "template.yaml"]));
-        assert!(
-            out.status.success(),
-            "the SAM translator could not read template.yaml ({}):\n{}{}\nIs .venv complete? Run `{SETUP_COMMAND}`.",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut both: Value =
-            serde_json::from_slice(&out.stdout).expect("the translator prints JSON");
-        Templates {
-            source: both["source"].take(),
-            transformed: both["transformed"].take(),
-        }
-    })
-}
-
-fn resources(template: &Value) -> &serde_json::Map<String, Value> {
-    template["Resources"]
-        .as_object()
-        .expect("the template has Resources")
-}
-
-/// A tool from the project's virtual environment; fails, naming the set-up
-/// command, when it is missing.
-fn venv_tool(name: &str) -> PathBuf {
-    let path = root().join(".venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "the template checks need {name} from the project's virtual environment, and {} is missing. Run `{SETUP_COMMAND}` from the project root first.",
-        path.display()
-    );
-    path
-}
-
-/// Runs `command` from the project root with no AWS account: dummy
-/// credentials, a fixed region, no profile, no telemetry.
-fn run(command: &mut Command) -> Output {
-    command
-        .current_dir(root())
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("SAM_CLI_TELEMETRY", "0")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL");
-    let program = command.get_program().to_string_lossy().into_owned();
-    command.output().unwrap_or_else(|e| {
-        panic!("cannot run {program}: {e}. Run `{SETUP_COMMAND}` from the project root first.")
-    })
-}
 
 fn assert_clean(what: &str, out: &Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1264,46 +1176,6 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
             );
         }
     }
-}
-
-/// An HTTP API route of an OpenAPI body.
-struct Route {
-    key: String,
-    function: String,
-    security: Value,
-    payload_format: String,
-}
-
-fn routes_of(body: &Value) -> Vec<Route> {
-    let mut out = Vec::new();
-    let Some(paths) = body["paths"].as_object() else {
-        return out;
-    };
-    for (path, methods) in paths {
-        let Some(methods) = methods.as_object() else {
-            continue;
-        };
-        for (method, operation) in methods {
-            let integration = &operation["x-amazon-apigateway-integration"];
-            let uri = strings(&integration["uri"]).join("");
-            // `...functions/${PolicyFunction.Arn}/invocations` → `PolicyFunction`.
-            let function = uri
-                .split_once(".Arn}")
-                .and_then(|(head, _)| head.rsplit_once("${"))
-                .map(|(_, f)| f.to_owned())
-                .unwrap_or(uri);
-            out.push(Route {
-                key: format!("{} {path}", method.to_ascii_uppercase()),
-                function,
-                security: operation["security"].clone(),
-                payload_format: integration["payloadFormatVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
-        }
-    }
-    out
 }
 
 /// The `JITVM_*` names the code reads.
