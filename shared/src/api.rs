@@ -6,6 +6,7 @@
 //! the bearer token in the local host) and return an
 //! `http::Response<String>`. Nothing a caller sends can make them panic.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -179,19 +180,22 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
     path.trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| {
-                    ApiError::new(
-                        400,
-                        "InvalidPath",
-                        "a path segment is not UTF-8 once percent-decoded",
-                    )
-                })
-        })
+        .map(decode)
         .collect()
+}
+
+/// `text` percent-decoded, once; 400 `InvalidPath` when that is not UTF-8.
+fn decode(text: &str) -> Result<String, ApiError> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            ApiError::new(
+                400,
+                "InvalidPath",
+                "a part of the path is not UTF-8 once percent-decoded",
+            )
+        })
 }
 
 /// A VM id as a caller wrote it, already percent-decoded: an instance ARN
@@ -199,17 +203,15 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 /// (`$API/v1/policies/subscriptions/...` reads better than a double slash).
 pub fn parse_vm(text: &str) -> Result<VmId, ApiError> {
     let text = text.trim();
-    let with_slash;
-    let text = if text
+    let missing_slash = text
         .get(..SUBSCRIPTIONS.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(SUBSCRIPTIONS))
-    {
-        with_slash = format!("/{text}");
-        &with_slash
+        .is_some_and(|head| head.eq_ignore_ascii_case(SUBSCRIPTIONS));
+    let text = if missing_slash {
+        Cow::Owned(format!("/{text}"))
     } else {
-        text
+        Cow::Borrowed(text)
     };
-    VmId::parse(text).map_err(|e| ApiError::new(400, "InvalidVmId", e.to_string()))
+    VmId::parse(&text).map_err(|e| ApiError::new(400, "InvalidVmId", e.to_string()))
 }
 
 const SUBSCRIPTIONS: &str = "subscriptions/";
@@ -220,14 +222,7 @@ const SUBSCRIPTIONS: &str = "subscriptions/";
 /// here: more rounds would let one VM be named by path strings that API
 /// Gateway routed, and IAM authorised, as something else.
 pub fn vm_in_path(rest: &str) -> Result<VmId, ApiError> {
-    let text = percent_decode_str(rest).decode_utf8().map_err(|_| {
-        ApiError::new(
-            400,
-            "InvalidPath",
-            "the VM id in the path is not UTF-8 once percent-decoded",
-        )
-    })?;
-    parse_vm(&text)
+    parse_vm(&decode(rest)?)
 }
 
 /// The value of query parameter `name`, percent-decoded (`+` as space).

@@ -119,7 +119,7 @@ fn fill_route<'a>(template: &str, param: impl Fn(&str) -> Option<&'a str>) -> St
 }
 
 /// The request with its body as bytes.
-pub fn into_bytes(request: lambda_http::Request) -> http::Request<Bytes> {
+fn into_bytes(request: lambda_http::Request) -> http::Request<Bytes> {
     let (parts, body) = request.into_parts();
     let bytes = match body {
         Body::Empty => Bytes::new(),

@@ -64,7 +64,10 @@ pub struct Deployed {
     pub moto_endpoint: String,
     pub queue_url: String,
     pub queue_arn: String,
-    pub store: DynamoStore,
+    /// The deployment's own code in this process, wired from the same
+    /// environment the functions get: for setting a test up (and reading
+    /// records back), never for what it checks.
+    pub stack: AwsStack,
 }
 
 impl Deployed {
@@ -81,8 +84,10 @@ impl Deployed {
             policies: unique("policies"),
             requests: unique("requests"),
         };
-        let store = DynamoStore::new(&config, tables.clone());
-        store.ensure_tables().await.expect("the tables are made");
+        DynamoStore::new(&config, tables.clone())
+            .ensure_tables()
+            .await
+            .expect("the tables are made");
         let queue_name = format!("{}.fifo", unique("requests"));
         let queue = SqsQueue::ensure(&config, &queue_name)
             .await
@@ -112,19 +117,21 @@ impl Deployed {
             ("RequestQueue.QueueName", queue_name.clone()),
             ("RequestQueue.Arn", queue_arn.clone()),
         ];
+        let deployment = Deployment {
+            region: region.to_owned(),
+            account: ACCOUNT.to_owned(),
+            parameters: to_map(parameters),
+            resources: to_map(resources),
+        };
+        let stack = in_process(&deployment, &config, &arm).await;
         Deployed {
-            deployment: Deployment {
-                region: region.to_owned(),
-                account: ACCOUNT.to_owned(),
-                parameters: to_map(parameters),
-                resources: to_map(resources),
-            },
+            deployment,
             config,
             arm,
             moto_endpoint: moto.endpoint().to_owned(),
             queue_url,
             queue_arn,
-            store,
+            stack,
         }
     }
 
@@ -162,25 +169,10 @@ impl Deployed {
         .await
     }
 
-    /// The deployment's own code in this process, wired from the same
-    /// environment the functions get: for setting a test up, never for
-    /// what it checks.
-    pub async fn stack(&self) -> AwsStack {
-        let mut env = self.deployment.environment("PolicyFunction");
-        env.insert("JITVM_AZURE_AUTHORITY_URL".into(), self.arm.base_url());
-        env.insert("JITVM_AZURE_ARM_URL".into(), self.arm.base_url());
-        let settings =
-            Settings::from_lookup(|name| env.get(name).cloned()).expect("the settings are valid");
-        let settings = resolve_secrets(&self.config, &settings)
-            .await
-            .expect("the secrets are in moto");
-        AwsStack::with_azure_retry(self.config.clone(), &settings, None, fast_retry())
-    }
-
     /// Enables JIT on `vm` with `policy`, as an admin would through the
     /// policy function.
     pub async fn enable(&self, vm: &str, policy: Value) {
-        let stack = self.stack().await;
+        let stack = &self.stack;
         let api = PolicyApi {
             firewall: &stack.firewall,
             policies: &stack.store,
@@ -205,20 +197,14 @@ impl Deployed {
     /// process, as if it ran at `now`: with a past `now`, the grant it
     /// opens has already ended.
     pub async fn grant_at(&self, message: &Value, now: jiff::Timestamp) {
-        let stack = self.stack().await;
         let app = jitvm_grant::GrantApp {
-            policies: &stack.store,
-            requests: &stack.store,
-            firewall: &stack.firewall,
-            approval_timeout: stack.settings.approval_timeout,
+            policies: &self.stack.store,
+            requests: &self.stack.store,
+            firewall: &self.stack.firewall,
+            approval_timeout: self.stack.settings.approval_timeout,
         };
-        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
-        record.message_id = Some(uuid::Uuid::now_v7().to_string());
-        record.body = Some(message.to_string());
-        let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-        event.records.push(record);
-        let answer = jitvm_grant::handle_batch(&app, event, now).await;
-        assert!(answer.batch_item_failures.is_empty(), "the grant failed");
+        let retried = crate::stack::deliver(&app, message, now).await;
+        assert!(retried.is_empty(), "the grant failed");
     }
 
     /// An EC2 instance in a fresh VPC of this deployment's region.
@@ -284,6 +270,24 @@ async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, valu
         .expect("the secret is made")
         .arn
         .expect("a secret ARN")
+}
+
+/// The deployment's code in this process, wired from the environment the
+/// template gives the policy function (its secrets read from moto).
+async fn in_process(
+    deployment: &Deployment,
+    config: &aws_config::SdkConfig,
+    arm: &ArmFake,
+) -> AwsStack {
+    let mut env = deployment.environment("PolicyFunction");
+    env.insert("JITVM_AZURE_AUTHORITY_URL".into(), arm.base_url());
+    env.insert("JITVM_AZURE_ARM_URL".into(), arm.base_url());
+    let settings =
+        Settings::from_lookup(|name| env.get(name).cloned()).expect("the settings are valid");
+    let settings = resolve_secrets(config, &settings)
+        .await
+        .expect("the secrets are in moto");
+    AwsStack::with_azure_retry(config.clone(), &settings, None, fast_retry())
 }
 
 fn to_map<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
@@ -662,51 +666,37 @@ pub fn queue_message(id: &str, vm: &str, source: &str, duration: &str) -> Value 
            "justification": "release 42"})
 }
 
+/// A sample event of `infra/events`.
+fn sample(name: &str) -> Value {
+    let path = crate::root().join("infra/events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// An SQS event as Lambda's event source mapping delivers a batch from the
-/// FIFO queue `queue_arn`.
+/// FIFO queue `queue_arn`: the sample `sqs-request.json`'s record, once per
+/// message.
 pub fn sqs_event(queue_arn: &str, messages: &[Queued]) -> Value {
-    let now = jiff::Timestamp::now().as_millisecond().to_string();
+    let sample = sample("sqs-request.json");
     let records: Vec<Value> = messages
         .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            json!({
-                "messageId": m.message_id,
-                "receiptHandle": format!("AQEB{}", uuid::Uuid::now_v7().simple()),
-                "body": m.body,
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": now,
-                    "SequenceNumber": format!("1887{i:016}"),
-                    "MessageGroupId": m.group,
-                    "SenderId": "AROAEXAMPLEID0000001:jitvm-request",
-                    "MessageDeduplicationId": m.message_id,
-                    "ApproximateFirstReceiveTimestamp": now,
-                },
-                "messageAttributes": {},
-                "md5OfBody": "0123456789abcdef0123456789abcdef",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": queue_arn.split(':').nth(3).unwrap_or("us-east-1"),
-            })
+        .map(|m| {
+            let mut record = sample["Records"][0].clone();
+            record["messageId"] = json!(m.message_id);
+            record["receiptHandle"] = json!(format!("AQEB{}", uuid::Uuid::now_v7().simple()));
+            record["body"] = json!(m.body);
+            record["attributes"]["MessageGroupId"] = json!(m.group);
+            record["attributes"]["MessageDeduplicationId"] = json!(m.message_id);
+            record["eventSourceARN"] = json!(queue_arn);
+            record["awsRegion"] = json!(queue_arn.split(':').nth(3).unwrap_or("us-east-1"));
+            record
         })
         .collect();
     json!({"Records": records})
 }
 
-/// The event an EventBridge schedule (`rate(1 minute)`) sends.
-pub fn scheduled_event(region: &str, rule: &str) -> Value {
-    json!({
-        "version": "0",
-        "id": uuid::Uuid::now_v7().to_string(),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": ACCOUNT,
-        "time": jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .unwrap_or_else(|_| jiff::Timestamp::now())
-            .to_string(),
-        "region": region,
-        "resources": [format!("arn:aws:events:{region}:{ACCOUNT}:rule/{rule}")],
-        "detail": {},
-    })
+/// The event the expire function's EventBridge schedule sends: the sample
+/// `schedule.json`.
+pub fn scheduled_event() -> Value {
+    sample("schedule.json")
 }

@@ -352,6 +352,27 @@ pub fn port0(record: &Value) -> &Value {
     &record["virtualMachines"][0]["ports"][0]
 }
 
+/// Hands `message` (a queue message body) to the grant function `app` at
+/// `now`, as one SQS message; the ids of the messages it hands back to be
+/// retried.
+pub async fn deliver(
+    app: &jitvm_grant::GrantApp<'_>,
+    message: &Value,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+    m.message_id = Some("m-1".into());
+    m.body = Some(message.to_string());
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records.push(m);
+    jitvm_grant::handle_batch(app, event, now)
+        .await
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
 /// Polls the queue until it is empty.
 pub async fn drain(stack: &Stack) {
     for _ in 0..10 {

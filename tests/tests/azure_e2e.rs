@@ -8,8 +8,8 @@ use jitvm_core::VmId;
 use jitvm_core::rule::{AZURE_VM_KEY_LEN, azure_vm_key};
 use jitvm_tests::arm_fake::{ArmFake, Fault, FaultKind};
 use jitvm_tests::stack::{
-    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, act, ask, azure_vm, drain, enable, port0, put_policy,
-    record, request,
+    ADMIN, ALICE, BOB, SUBSCRIPTION, Stack, act, ask, azure_vm, deliver, drain, enable, port0,
+    put_policy, record, request,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -1082,22 +1082,6 @@ async fn an_azure_id_is_the_rest_of_the_path_with_or_without_its_slash() {
     assert!(denies(&stack.arm, &w.nsg).is_empty());
 }
 
-/// Hands `message` (as another system queues it) to the grant function at
-/// `now`; the message ids it hands back to be retried.
-async fn deliver(stack: &Stack, message: &Value, now: Timestamp) -> Vec<String> {
-    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
-    m.message_id = Some("m-1".into());
-    m.body = Some(message.to_string());
-    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    event.records.push(m);
-    jitvm_grant::handle_batch(&stack.grant_app(), event, now)
-        .await
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect()
-}
-
 #[tokio::test]
 async fn a_queued_duration_counts_from_acceptance_when_the_message_comes_again() {
     let stack = Stack::start(REGION).await;
@@ -1122,11 +1106,18 @@ async fn a_queued_duration_counts_from_acceptance_when_the_message_comes_again()
     // The first delivery records the request and fails on ARM; the
     // message comes again two seconds later and opens the recorded end.
     throttle();
-    assert_eq!(deliver(&stack, &message("relay-a"), t0).await, ["m-1"]);
+    assert_eq!(
+        deliver(&stack.grant_app(), &message("relay-a"), t0).await,
+        ["m-1"]
+    );
     stack.arm.clear_faults();
     let recorded = port0(&record(&stack, "relay-a").await)["endTimeUtc"].clone();
     let later = t0 + SignedDuration::from_secs(2);
-    assert!(deliver(&stack, &message("relay-a"), later).await.is_empty());
+    assert!(
+        deliver(&stack.grant_app(), &message("relay-a"), later)
+            .await
+            .is_empty()
+    );
     let after = record(&stack, "relay-a").await;
     assert_eq!(port0(&after)["status"], "Initiated", "{after}");
     assert_eq!(port0(&after)["endTimeUtc"], recorded);
@@ -1144,10 +1135,17 @@ async fn a_queued_duration_counts_from_acceptance_when_the_message_comes_again()
 
     // Coming again only after that end, it opens nothing and says why.
     throttle();
-    assert_eq!(deliver(&stack, &message("relay-b"), t0).await, ["m-1"]);
+    assert_eq!(
+        deliver(&stack.grant_app(), &message("relay-b"), t0).await,
+        ["m-1"]
+    );
     stack.arm.clear_faults();
     let late = t0 + SignedDuration::from_mins(6);
-    assert!(deliver(&stack, &message("relay-b"), late).await.is_empty());
+    assert!(
+        deliver(&stack.grant_app(), &message("relay-b"), late)
+            .await
+            .is_empty()
+    );
     let port = port0(&record(&stack, "relay-b").await).clone();
     assert_eq!(
         (&port["status"], &port["statusReason"]),

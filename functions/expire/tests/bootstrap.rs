@@ -49,12 +49,7 @@ async fn the_scheduled_sweep_closes_what_has_ended_on_both_clouds() {
     );
 
     let expire = deployed.start(FUNCTION, BINARY.as_ref()).await;
-    let summary = expire
-        .respond(scheduled_event(
-            &deployed.deployment.region,
-            "jitvm-ExpireFunctionSweep",
-        ))
-        .await;
+    let summary = expire.respond(scheduled_event()).await;
     assert_eq!(summary["expired"], 2, "{summary}");
     assert_eq!(summary["revoked"], 2, "{summary}");
     assert_eq!(summary["recordsUpdated"], 2, "{summary}");
@@ -70,6 +65,7 @@ async fn the_scheduled_sweep_closes_what_has_ended_on_both_clouds() {
     assert!(allow.is_empty(), "{allow:?}");
     for id in ["old-ec2", "old-az"] {
         let record = deployed
+            .stack
             .store
             .get_request(&RequestId::parse(id).expect("an id"))
             .await
@@ -84,12 +80,7 @@ async fn the_scheduled_sweep_closes_what_has_ended_on_both_clouds() {
     }
 
     // The next minute's sweep finds nothing left to do.
-    let summary = expire
-        .respond(scheduled_event(
-            &deployed.deployment.region,
-            "jitvm-ExpireFunctionSweep",
-        ))
-        .await;
+    let summary = expire.respond(scheduled_event()).await;
     assert_eq!(
         (summary["expired"].as_u64(), summary["revoked"].as_u64()),
         (Some(0), Some(0)),

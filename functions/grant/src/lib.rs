@@ -573,8 +573,6 @@ async fn close_rules(
     Ok(())
 }
 
-/// Marks the record's `Initiating` ports `Failed` for `reason`, if there is
-/// a record.
 /// What may open for a grant, held against what was recorded for its port.
 enum Recorded {
     /// This: the recorded source and protocol, ending no later than
@@ -638,6 +636,8 @@ async fn fail_port(
     .map(|_| ())
 }
 
+/// Marks the record's `Initiating` ports `Failed` for `reason`, if there is
+/// a record.
 async fn fail_ports(
     app: &GrantApp<'_>,
     id: &RequestId,

@@ -15,6 +15,7 @@ const FUNCTION: &str = "GrantFunction";
 
 async fn port_status(deployed: &Deployed, id: &str) -> Option<PortStatus> {
     let record = deployed
+        .stack
         .store
         .get_request(&RequestId::parse(id).expect("an id"))
         .await

@@ -90,6 +90,7 @@ async fn a_signed_request_is_recorded_queued_read_listed_and_revoked() {
 
     // Recorded in DynamoDB, and queued under the VM's group with the id.
     let stored = deployed
+        .stack
         .store
         .get_request(&RequestId::parse(&id).expect("an id"))
         .await

@@ -400,8 +400,8 @@ mod tests {
         )
     }
 
-    #[test]
-    fn approves_exactly_what_was_asked() {
+    /// Alice's approved request for port 22 from 203.0.113.7 for an hour.
+    fn ssh_for_an_hour() -> Vec<Grant> {
         let d = evaluate(
             Some(&standard()),
             &request(
@@ -414,6 +414,12 @@ mod tests {
         let Decision::Approved { grants } = d else {
             panic!("{d:?}")
         };
+        grants
+    }
+
+    #[test]
+    fn approves_exactly_what_was_asked() {
+        let grants = ssh_for_an_hour();
         let [g] = grants.as_slice() else { panic!() };
         assert_eq!(g.port().get(), 22);
         assert_eq!(g.protocol(), Protocol::Tcp);
@@ -427,18 +433,7 @@ mod tests {
 
     #[test]
     fn a_cap_only_ever_shortens_a_grant() {
-        let d = evaluate(
-            Some(&standard()),
-            &request(
-                json!([{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "203.0.113.7"}]),
-            ),
-            &alice(),
-            None,
-            now(),
-        );
-        let Decision::Approved { grants } = d else {
-            panic!("{d:?}")
-        };
+        let grants = ssh_for_an_hour();
         let g = &grants[0];
         let earlier: Timestamp = "2026-11-23T12:30:00Z".parse().unwrap();
         let later: Timestamp = "2026-11-23T14:00:00Z".parse().unwrap();
