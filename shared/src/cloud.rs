@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Cloud, Grant, Justification, Policy, VmId};
 use crate::ports::{
-    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, VmFacts,
+    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, Scope, VmFacts,
 };
 
 /// The firewalls of a deployment; a cloud left `None` is not configured.
@@ -86,24 +86,23 @@ impl Firewall for Clouds {
             .await
     }
 
-    async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
-        // One cloud being down must not stop the other's sweep.
-        let mut out = Vec::new();
-        let mut failures = Vec::new();
-        let clouds = self.all().count();
-        for f in self.all() {
-            match f.rules().await {
-                Ok(rules) => out.extend(rules),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list the rules of one cloud; sweeping the others");
-                    failures.push(e);
-                }
-            }
-        }
-        if clouds > 0 && failures.len() == clouds {
-            return Err(failures.remove(0));
-        }
-        Ok(out)
+    fn scopes(&self) -> Vec<Scope> {
+        self.all().flat_map(|f| f.scopes()).collect()
+    }
+
+    async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError> {
+        self.of(scope.cloud)?.rules_in(scope).await
+    }
+
+    async fn rules_at(&self, keys: &[RuleKey]) -> Result<Vec<FoundRule>, AdapterError> {
+        let (aws, azure) = by_cloud(keys);
+        let (aws, azure) = futures_util::join!(
+            self.each(Cloud::Aws, &aws, |f, keys| f.rules_at(keys)),
+            self.each(Cloud::Azure, &azure, |f, keys| f.rules_at(keys)),
+        );
+        let mut found = aws?.unwrap_or_default();
+        found.extend(azure?.unwrap_or_default());
+        Ok(found)
     }
 
     async fn rules_of(&self, vm: &VmId) -> Result<Vec<FoundRule>, AdapterError> {
@@ -111,15 +110,37 @@ impl Firewall for Clouds {
     }
 
     async fn revoke(&self, rules: &[RuleKey]) -> Result<usize, AdapterError> {
-        let (aws, azure): (Vec<RuleKey>, Vec<RuleKey>) =
-            rules.iter().cloned().partition(|k| k.cloud == Cloud::Aws);
-        let mut n = 0;
-        if !aws.is_empty() {
-            n += self.of(Cloud::Aws)?.revoke(&aws).await?;
-        }
-        if !azure.is_empty() {
-            n += self.of(Cloud::Azure)?.revoke(&azure).await?;
-        }
-        Ok(n)
+        // Each cloud at once: one slow cloud does not hold the other's
+        // rules open. Both are tried even when one fails.
+        let (aws, azure) = by_cloud(rules);
+        let (aws, azure) = futures_util::join!(
+            self.each(Cloud::Aws, &aws, |f, keys| f.revoke(keys)),
+            self.each(Cloud::Azure, &azure, |f, keys| f.revoke(keys)),
+        );
+        Ok(aws?.unwrap_or(0) + azure?.unwrap_or(0))
     }
+}
+
+impl Clouds {
+    /// Runs `call` on `cloud`'s firewall with `keys`; `None` when there are
+    /// no keys of that cloud.
+    async fn each<'a, T, F>(
+        &'a self,
+        cloud: Cloud,
+        keys: &'a [RuleKey],
+        call: impl FnOnce(&'a dyn Firewall, &'a [RuleKey]) -> F,
+    ) -> Result<Option<T>, AdapterError>
+    where
+        F: std::future::Future<Output = Result<T, AdapterError>>,
+    {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        call(self.of(cloud)?, keys).await.map(Some)
+    }
+}
+
+/// `keys` split into the AWS ones and the Azure ones.
+fn by_cloud(keys: &[RuleKey]) -> (Vec<RuleKey>, Vec<RuleKey>) {
+    keys.iter().cloned().partition(|k| k.cloud == Cloud::Aws)
 }

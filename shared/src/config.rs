@@ -23,6 +23,12 @@ pub struct Settings {
     /// `JITVM_REQUEST_QUEUE_URL`: the queue's URL, when known (Lambda); else
     /// it is looked up by name.
     pub request_queue_url: Option<String>,
+    /// `JITVM_EXPIRY_QUEUE`: the standard queue each grant's expiry timer
+    /// waits on, default `jitvm-expiry`.
+    pub expiry_queue: String,
+    /// `JITVM_EXPIRY_QUEUE_URL`: its URL, when known (Lambda); else it is
+    /// looked up by name.
+    pub expiry_queue_url: Option<String>,
     /// `JITVM_ADMINS`: comma-separated principals (or patterns) who may
     /// write policies.
     pub admins: Vec<PrincipalPattern>,
@@ -47,7 +53,7 @@ pub struct Settings {
 
 /// A secret given in the environment, or the ARN of the Secrets Manager
 /// secret that holds it (read once at start-up, see
-/// [`crate::aws::stack::resolve_secrets`]).
+/// [`crate::aws::resolve_secrets`]).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     Value(String),
@@ -102,7 +108,7 @@ pub enum AzureCredential {
     AssertionFile(std::path::PathBuf),
     /// The ARN of a Secrets Manager secret whose `SecretString` is the
     /// client secret; read once at start-up (see
-    /// [`crate::aws::AwsStack::connect`]), then held as [`Self::Secret`].
+    /// [`crate::stack::Stack::connect`]), then held as [`Self::Secret`].
     SecretArn(String),
 }
 
@@ -207,6 +213,15 @@ impl Settings {
                 message: format!("{request_queue:?} must name a FIFO queue (ending in .fifo)"),
             });
         }
+        let expiry_queue = get("JITVM_EXPIRY_QUEUE", "jitvm-expiry");
+        if expiry_queue.ends_with(".fifo") {
+            return Err(ConfigError {
+                name: "JITVM_EXPIRY_QUEUE",
+                message: format!(
+                    "{expiry_queue:?} must name a standard queue (not .fifo): timers need per-message delays"
+                ),
+            });
+        }
         let azure = azure_config(&lookup, &get, &list)?;
         let auditors = list("JITVM_AUDITORS")
             .iter()
@@ -265,6 +280,8 @@ impl Settings {
             requests_table: get("JITVM_REQUESTS_TABLE", "jitvm-requests"),
             request_queue,
             request_queue_url: lookup("JITVM_REQUEST_QUEUE_URL").filter(|u| !u.trim().is_empty()),
+            expiry_queue,
+            expiry_queue_url: lookup("JITVM_EXPIRY_QUEUE_URL").filter(|u| !u.trim().is_empty()),
             admins,
             regions: list("JITVM_REGIONS"),
             max_groups_per_interface,

@@ -16,10 +16,12 @@ pub mod azure;
 pub mod cloud;
 pub mod config;
 pub mod domain;
+pub mod expiry;
 pub mod lambda;
 pub mod ports;
 pub mod records;
 pub mod slack;
+pub mod stack;
 pub mod telemetry;
 
 pub use domain::*;

@@ -123,6 +123,25 @@ impl fmt::Display for RuleKey {
     }
 }
 
+/// One part of a deployment the sweep lists and cleans on its own, with its
+/// own deadline: an AWS region or an Azure subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    pub cloud: Cloud,
+    /// The region or the subscription id.
+    pub name: String,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cloud = match self.cloud {
+            Cloud::Aws => "aws",
+            Cloud::Azure => "azure",
+        };
+        write!(f, "{cloud}:{}", self.name)
+    }
+}
+
 /// One rule found on a jitvm-managed firewall, with what it says of itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundRule {
@@ -202,8 +221,40 @@ pub trait Firewall: Send + Sync {
         justification: Option<&Justification>,
     ) -> Result<Opened, AdapterError>;
 
-    /// Every rule on every jitvm-managed firewall, for the sweep.
-    async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError>;
+    /// The parts of the deployment the sweep covers, each listed and
+    /// cleaned on its own.
+    fn scopes(&self) -> Vec<Scope>;
+
+    /// Every rule on the jitvm-managed firewalls of one scope.
+    async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError>;
+
+    /// Every rule on every jitvm-managed firewall, the scopes read one
+    /// after the other. Fails only if every scope failed.
+    async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
+        let mut found = Vec::new();
+        let mut failure = None;
+        let scopes = self.scopes();
+        let mut failed = 0;
+        for scope in &scopes {
+            match self.rules_in(scope).await {
+                Ok(rules) => found.extend(rules),
+                Err(e) => {
+                    tracing::error!(scope = %scope, error = %e, "cannot list the rules of this scope");
+                    failed += 1;
+                    failure = Some(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) if failed == scopes.len() => Err(e),
+            _ => Ok(found),
+        }
+    }
+
+    /// The rules still at `keys`, read now; those gone are left out. An
+    /// expiry timer reads its rules here, so it judges them by what they
+    /// say of themselves today.
+    async fn rules_at(&self, keys: &[RuleKey]) -> Result<Vec<FoundRule>, AdapterError>;
 
     /// The grant rules of one VM (an early revoke looks its request up here).
     async fn rules_of(&self, vm: &VmId) -> Result<Vec<FoundRule>, AdapterError>;
@@ -367,6 +418,18 @@ impl PageCursor {
 /// nanoseconds always written. Request listings sort on it.
 pub fn sort_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S.%NZ").to_string()
+}
+
+/// Where each grant's timer waits (see [`crate::expiry`]).
+#[async_trait]
+pub trait ExpiryTimers: Send + Sync {
+    /// Sets `timer` to come back after `delay` (at most
+    /// [`crate::expiry::MAX_HOP`]; longer is cut to that).
+    async fn arm(
+        &self,
+        timer: &crate::expiry::Timer,
+        delay: std::time::Duration,
+    ) -> Result<(), AdapterError>;
 }
 
 #[async_trait]

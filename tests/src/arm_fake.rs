@@ -780,6 +780,15 @@ impl ArmFake {
         self.world().token_lifetime = secs;
     }
 
+    /// Makes every token issued so far expired now, as if their time ran
+    /// out at once: the next call with one gets `ExpiredAuthenticationToken`.
+    pub fn expire_tokens(&self) {
+        let now = Timestamp::now();
+        for token in self.world().tokens.values_mut() {
+            token.expires = now;
+        }
+    }
+
     /// For operations started from now on: how many polls answer
     /// `InProgress` before the outcome (default 1), and the `Retry-After`
     /// the fake advertises (default 0).

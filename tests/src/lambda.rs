@@ -31,9 +31,10 @@ use axum::routing::{get, post};
 use jitvm_core::Principal;
 use jitvm_core::api::Caller;
 use jitvm_core::aws::dynamo::{DynamoStore, TableNames};
+use jitvm_core::aws::resolve_secrets;
 use jitvm_core::aws::sqs::SqsQueue;
-use jitvm_core::aws::{AwsStack, resolve_secrets};
 use jitvm_core::config::Settings;
+use jitvm_core::stack::Stack;
 use jitvm_policy::PolicyApi;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -64,10 +65,13 @@ pub struct Deployed {
     pub moto_endpoint: String,
     pub queue_url: String,
     pub queue_arn: String,
+    /// The expiry queue, where each grant's timer waits, and its ARN.
+    pub timers: SqsQueue,
+    pub timers_arn: String,
     /// The deployment's own code in this process, wired from the same
     /// environment the functions get: for setting a test up (and reading
     /// records back), never for what it checks.
-    pub stack: AwsStack,
+    pub stack: Stack,
 }
 
 impl Deployed {
@@ -93,6 +97,11 @@ impl Deployed {
             .await
             .expect("the queue is made");
         let queue_url = queue.url().to_owned();
+        let expiry_name = unique("expiry");
+        let timers = SqsQueue::ensure_standard(&config, &expiry_name)
+            .await
+            .expect("the expiry queue is made");
+        let timers_arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{expiry_name}");
         let secrets = aws_sdk_secretsmanager::Client::new(&config);
         let azure_secret =
             create_secret(&secrets, "jitvm/azure-client-secret", CLIENT_SECRET).await;
@@ -116,6 +125,9 @@ impl Deployed {
             ("RequestQueue", queue_url.clone()),
             ("RequestQueue.QueueName", queue_name.clone()),
             ("RequestQueue.Arn", queue_arn.clone()),
+            ("ExpiryQueue", timers.url().to_owned()),
+            ("ExpiryQueue.QueueName", expiry_name.clone()),
+            ("ExpiryQueue.Arn", timers_arn.clone()),
         ];
         let deployment = Deployment {
             region: region.to_owned(),
@@ -131,6 +143,8 @@ impl Deployed {
             moto_endpoint: moto.endpoint().to_owned(),
             queue_url,
             queue_arn,
+            timers,
+            timers_arn,
             stack,
         }
     }
@@ -201,6 +215,7 @@ impl Deployed {
             policies: &self.stack.store,
             requests: &self.stack.store,
             firewall: &self.stack.firewall,
+            timers: &self.timers,
             approval_timeout: self.stack.settings.approval_timeout,
         };
         let retried = crate::stack::deliver(&app, message, now).await;
@@ -278,7 +293,7 @@ async fn in_process(
     deployment: &Deployment,
     config: &aws_config::SdkConfig,
     arm: &ArmFake,
-) -> AwsStack {
+) -> Stack {
     let mut env = deployment.environment("PolicyFunction");
     env.insert("JITVM_AZURE_AUTHORITY_URL".into(), arm.base_url());
     env.insert("JITVM_AZURE_ARM_URL".into(), arm.base_url());
@@ -287,7 +302,7 @@ async fn in_process(
     let settings = resolve_secrets(config, &settings)
         .await
         .expect("the secrets are in moto");
-    AwsStack::with_azure_retry(config.clone(), &settings, None, fast_retry())
+    Stack::with_azure_retry(config.clone(), &settings, None, fast_retry())
 }
 
 fn to_map<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
@@ -687,6 +702,31 @@ pub fn sqs_event(queue_arn: &str, messages: &[Queued]) -> Value {
             record["body"] = json!(m.body);
             record["attributes"]["MessageGroupId"] = json!(m.group);
             record["attributes"]["MessageDeduplicationId"] = json!(m.message_id);
+            record["eventSourceARN"] = json!(queue_arn);
+            record["awsRegion"] = json!(queue_arn.split(':').nth(3).unwrap_or("us-east-1"));
+            record
+        })
+        .collect();
+    json!({"Records": records})
+}
+
+/// A batch of timers as Lambda's event source mapping delivers it from the
+/// expiry queue `queue_arn`: the sample `sqs-timer.json`'s record, once per
+/// timer. The sample's own body must be a timer too.
+pub fn timer_event(queue_arn: &str, timers: &[&jitvm_core::expiry::Timer]) -> Value {
+    let sample = sample("sqs-timer.json");
+    let record = &sample["Records"][0];
+    let body = record["body"].as_str().unwrap_or_default();
+    if let Err(e) = serde_json::from_str::<jitvm_core::expiry::Timer>(body) {
+        panic!("infra/events/sqs-timer.json does not hold a timer: {e}");
+    }
+    let records: Vec<Value> = timers
+        .iter()
+        .map(|t| {
+            let mut record = record.clone();
+            record["messageId"] = json!(uuid::Uuid::now_v7().to_string());
+            record["receiptHandle"] = json!(format!("AQEB{}", uuid::Uuid::now_v7().simple()));
+            record["body"] = json!(serde_json::to_string(t).expect("a timer is JSON"));
             record["eventSourceARN"] = json!(queue_arn);
             record["awsRegion"] = json!(queue_arn.split(':').nth(3).unwrap_or("us-east-1"));
             record

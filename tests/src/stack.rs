@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use jitvm_core::aws::{AwsStack, CallCounter};
+use jitvm_core::aws::CallCounter;
 use jitvm_core::azure::RetryPolicy;
 use jitvm_core::config::Settings;
 use jitvm_local::{Host, Tokens};
@@ -41,6 +41,31 @@ pub struct Stack {
     skew: Arc<AtomicI64>,
 }
 
+/// How long the sweep of one scope may take in tests: a hung cloud is
+/// given up on sooner than in a deployment.
+pub const SCOPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until `check` holds, looking every 100 ms, for at most `limit`;
+/// panics saying `what` did not happen.
+pub async fn eventually<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within {} s",
+            limit.as_secs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The resource group every stack's ARM fake has.
+pub const RG_STACK: &str = "rg-stack";
+
 /// The Azure subscription of every stack's ARM fake.
 pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000c0de";
 
@@ -53,7 +78,7 @@ pub fn fast_retry() -> RetryPolicy {
         backoff: std::time::Duration::from_millis(20),
         poll: std::time::Duration::from_millis(10),
         operation_timeout: std::time::Duration::from_secs(10),
-        request_timeout: std::time::Duration::from_secs(10),
+        request_timeout: std::time::Duration::from_secs(3),
     }
 }
 
@@ -71,12 +96,18 @@ pub fn azure_env(arm: &ArmFake, name: &str) -> Option<String> {
 }
 
 impl Stack {
-    /// Starts a stack in `region` (give each test its own).
+    /// Starts a stack in `region` (give each test its own) of the shared
+    /// moto server.
     pub async fn start(region: &str) -> Stack {
-        let moto = Moto::shared();
+        Self::start_on(Moto::shared(), region).await
+    }
+
+    /// Starts a stack in `region` of `moto` (a test that stops moto gives
+    /// its own).
+    pub async fn start_on(moto: &Moto, region: &str) -> Stack {
         let config = moto.config_in(region).await;
         let arm = ArmFake::start().await;
-        arm.add_resource_group(SUBSCRIPTION, "rg-stack");
+        arm.add_resource_group(SUBSCRIPTION, RG_STACK);
         let settings = Settings::from_lookup(|name| match name {
             "JITVM_ADMINS" => Some("local:admin".into()),
             "JITVM_AUDITORS" => Some("local:auditor".into()),
@@ -84,12 +115,13 @@ impl Stack {
             "JITVM_POLICIES_TABLE" => Some(crate::unique("policies")),
             "JITVM_REQUESTS_TABLE" => Some(crate::unique("requests")),
             "JITVM_REQUEST_QUEUE" => Some(format!("{}.fifo", crate::unique("requests"))),
+            "JITVM_EXPIRY_QUEUE" => Some(crate::unique("expiry")),
             "JITVM_REGIONS" => Some(region.to_owned()),
             other => azure_env(&arm, other),
         })
         .expect("test settings are valid");
         let counter = CallCounter::default();
-        let aws = AwsStack::with_azure_retry(
+        let aws = jitvm_core::stack::Stack::with_azure_retry(
             config.clone(),
             &settings,
             Some(counter.clone()),
@@ -107,11 +139,11 @@ impl Stack {
                 .checked_add(ahead)
                 .expect("the test clock stays in range")
         });
-        let host = Arc::new(
-            Host::start(settings, aws, tokens, clock)
-                .await
-                .expect("the host starts against moto"),
-        );
+        let mut host = Host::start(settings, aws, tokens, clock)
+            .await
+            .expect("the host starts against moto");
+        host.scope_deadline = SCOPE_DEADLINE;
+        let host = Arc::new(host);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -143,12 +175,30 @@ impl Stack {
         self.skew.fetch_add(seconds, Ordering::SeqCst);
     }
 
+    /// Runs the expiry queue's poller in the background, as the local host
+    /// binary does, until the handle is aborted.
+    pub fn run_timers(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::clone(&self.host).run_timer_poller())
+    }
+
+    /// The expire function as the host runs it, to hand timers to directly.
+    pub fn expire_app(&self) -> jitvm_expire::ExpireApp<'_> {
+        jitvm_expire::ExpireApp {
+            firewall: &self.host.stack.firewall,
+            requests: &self.host.stack.store,
+            timers: &self.host.timers,
+            approval_timeout: self.host.settings.approval_timeout,
+            scope_deadline: self.host.scope_deadline,
+        }
+    }
+
     /// The grant function as the host runs it, to hand messages to directly.
     pub fn grant_app(&self) -> jitvm_grant::GrantApp<'_> {
         jitvm_grant::GrantApp {
-            policies: &self.host.aws.store,
-            requests: &self.host.aws.store,
-            firewall: &self.host.aws.firewall,
+            policies: &self.host.stack.store,
+            requests: &self.host.stack.store,
+            firewall: &self.host.stack.firewall,
+            timers: &self.host.timers,
             approval_timeout: self.host.settings.approval_timeout,
         }
     }

@@ -129,7 +129,7 @@ async fn expiry_works_from_the_rules_alone_when_the_record_is_lost() {
     assert_eq!(outcome, jitvm_grant::Outcome::Done);
     assert_eq!(stack.ingress_rules_of_group(&group).await.len(), 1);
     // The record is lost: the rule is not forgotten.
-    aws_sdk_dynamodb::Client::new(&stack.host.aws.config)
+    aws_sdk_dynamodb::Client::new(&stack.host.stack.config)
         .delete_item()
         .table_name(&stack.host.settings.requests_table)
         .key(
@@ -420,7 +420,7 @@ async fn the_same_request_delivered_twice_makes_one_rule() {
         jitvm_core::Decision::Approved { grants } => grants,
         d => panic!("{d:?}"),
     };
-    let opened = jitvm_core::ports::Firewall::open(&stack.host.aws.firewall, &grants[0], None)
+    let opened = jitvm_core::ports::Firewall::open(&stack.host.stack.firewall, &grants[0], None)
         .await
         .unwrap();
     assert!(opened.already_open);
@@ -1145,9 +1145,9 @@ async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
     let (vm, legacy) = with_standing_access(&stack, "legacy", &[(22, 22)]).await;
     let admins = [jitvm_core::PrincipalPattern::parse("local:admin").unwrap()];
     let api = jitvm_policy::PolicyApi {
-        firewall: &stack.host.aws.firewall,
-        policies: &LosesEveryWrite(&stack.host.aws.store),
-        requests: &stack.host.aws.store,
+        firewall: &stack.host.stack.firewall,
+        policies: &LosesEveryWrite(&stack.host.stack.store),
+        requests: &stack.host.stack.store,
         admins: &admins,
     };
     let mut body = ssh_policy();
@@ -1394,7 +1394,7 @@ async fn a_replacement_interrupted_after_marking_the_older_request_finishes_on_r
     // A's record says Revoked while its rule is still open.
     let message = format!("replaced by newer request {b_id}");
     jitvm_core::records::mark_closed(
-        &stack.host.aws.store,
+        &stack.host.stack.store,
         &jitvm_core::RequestId::parse(&a_id).unwrap(),
         &[Some(jitvm_core::Port::parse(22).unwrap())],
         jitvm_core::StatusReason::NewerRequestInitiated,

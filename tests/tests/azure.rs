@@ -369,10 +369,10 @@ async fn the_sweep_reads_the_nsgs_that_policies_name() {
     )
     .await;
     let g = grant(&vm, "req-swept-1", "198.51.100.7");
-    stack.host.aws.firewall.open(&g, None).await.unwrap();
+    stack.host.stack.firewall.open(&g, None).await.unwrap();
 
     // No subscriptions configured: only the policies say where to look.
-    let store: Arc<dyn PolicyStore> = Arc::new(stack.host.aws.store.clone());
+    let store: Arc<dyn PolicyStore> = Arc::new(stack.host.stack.store.clone());
     let by_policy = AzureFirewall::new(
         &config(&stack.arm, &[("JITVM_AZURE_SUBSCRIPTIONS", " ")]),
         fast_retry(),

@@ -99,7 +99,8 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:RevokeSecurityGroupIngress",
             "ec2:DeleteSecurityGroup",
         ],
-        // Records, the queue, and an early revoke of a request's rules; the
+        // Records, the queue, and an early revoke of a request's rules (an
+        // expiry timer takes over one the cloud would not remove); the
         // policies listed to find a VM a Slack command names by short name.
         "request" => &[
             "dynamodb:GetItem",
@@ -112,11 +113,13 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:RevokeSecurityGroupIngress",
         ],
         // The queue (through the event source mapping), the policy and the
-        // record, and one tagged AuthorizeSecurityGroupIngress per grant.
+        // record, one tagged AuthorizeSecurityGroupIngress per grant, and
+        // its expiry timer.
         "grant" => &[
             "sqs:ReceiveMessage",
             "sqs:DeleteMessage",
             "sqs:GetQueueAttributes",
+            "sqs:SendMessage",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:Query",
@@ -127,10 +130,15 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:CreateTags",
             "ec2:RevokeSecurityGroupIngress",
         ],
-        // The sweep: jitvm groups' rules, revoke, mark records; the policies
+        // The timers (through the event source mapping, and set again) and
+        // the sweep: jitvm groups' rules, revoke, mark records; the policies
         // for the NSGs they name (Azure); the requests still pending, to deny
         // those that waited too long.
         "expire" => &[
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:SendMessage",
             "dynamodb:Scan",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
@@ -268,6 +276,16 @@ fn functions_read_the_variables_the_code_reads() {
             variables["JITVM_REQUEST_QUEUE_URL"],
             json!({"Ref": "RequestQueue"}),
             "{id}: JITVM_REQUEST_QUEUE_URL"
+        );
+        assert_eq!(
+            variables["JITVM_EXPIRY_QUEUE"],
+            json!({"Fn::GetAtt": ["ExpiryQueue", "QueueName"]}),
+            "{id}: JITVM_EXPIRY_QUEUE is the expiry queue's name"
+        );
+        assert_eq!(
+            variables["JITVM_EXPIRY_QUEUE_URL"],
+            json!({"Ref": "ExpiryQueue"}),
+            "{id}: JITVM_EXPIRY_QUEUE_URL"
         );
     }
 }
@@ -652,6 +670,56 @@ fn tables_match_the_local_schema_and_are_kept() {
     assert_eq!(defined, keys, "RequestsTable: attribute definitions");
 }
 
+/// The event source mapping reading `queue`.
+fn mapping_of<'a>(transformed: &'a serde_json::Map<String, Value>, queue: &str) -> &'a Value {
+    transformed
+        .values()
+        .find(|r| {
+            r["Type"] == "AWS::Lambda::EventSourceMapping"
+                && r["Properties"]["EventSourceArn"] == json!({"Fn::GetAtt": [queue, "Arn"]})
+        })
+        .unwrap_or_else(|| panic!("no event source mapping reads {queue}"))
+}
+
+#[test]
+fn each_grant_timer_waits_on_a_standard_queue_read_by_the_expire_function() {
+    let transformed = resources(&templates().transformed);
+    let queue = &transformed["ExpiryQueue"]["Properties"];
+    assert!(
+        queue.get("FifoQueue").is_none(),
+        "a standard queue: FIFO queues refuse per-message delays"
+    );
+    assert_eq!(queue["SqsManagedSseEnabled"], true, "encrypted at rest");
+    assert_eq!(
+        queue["RedrivePolicy"],
+        json!({"deadLetterTargetArn": {"Fn::GetAtt": ["ExpiryDeadLetterQueue", "Arn"]},
+               "maxReceiveCount": jitvm_core::aws::sqs::TIMER_MAX_RECEIVE_COUNT}),
+        "the redrive policy of shared/src/aws/sqs.rs"
+    );
+    let functions = template_functions();
+    let expire = functions
+        .values()
+        .find(|f| f.dir == "expire")
+        .expect("an expire function");
+    let timeout = expire.lambda["Properties"]["Timeout"].as_u64().unwrap_or(0);
+    let visibility = queue["VisibilityTimeout"].as_u64().unwrap_or(0);
+    assert!(
+        visibility >= timeout,
+        "visibility timeout {visibility} s is under the expire function's {timeout} s: Lambda refuses the mapping"
+    );
+    let p = &mapping_of(transformed, "ExpiryQueue")["Properties"];
+    assert_eq!(p["FunctionName"], json!({"Ref": expire.id}));
+    assert_eq!(
+        p["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"]),
+        "a timer that cannot be set again is delivered again, alone"
+    );
+    assert_eq!(
+        p["MaximumBatchingWindowInSeconds"], 0,
+        "a timer going off is not held back to fill a batch"
+    );
+}
+
 #[test]
 fn requests_flow_through_a_fifo_queue_with_a_dead_letter_queue() {
     let transformed = resources(&templates().transformed);
@@ -686,15 +754,7 @@ fn requests_flow_through_a_fifo_queue_with_a_dead_letter_queue() {
         visibility >= 6 * grant_timeout,
         "visibility timeout {visibility} s is under six times the grant function's {grant_timeout} s"
     );
-    let mapping = transformed
-        .values()
-        .find(|r| r["Type"] == "AWS::Lambda::EventSourceMapping")
-        .expect("an event source mapping");
-    let p = &mapping["Properties"];
-    assert_eq!(
-        p["EventSourceArn"],
-        json!({"Fn::GetAtt": ["RequestQueue", "Arn"]})
-    );
+    let p = &mapping_of(transformed, "RequestQueue")["Properties"];
     assert_eq!(p["FunctionName"], json!({"Ref": grant.id}));
     assert_eq!(
         p["FunctionResponseTypes"],
@@ -1116,6 +1176,23 @@ fn strings(value: &Value) -> Vec<String> {
     }
 }
 
+/// The queues a function may call `action` on: the request function sends
+/// to both queues (a request; a revoke handed to a timer), the grant
+/// function consumes the request queue and sets timers, the expire function
+/// consumes the expiry queue and sets timers again.
+fn queue_access(function: &str, action: &str) -> Option<&'static [&'static str]> {
+    let consume = matches!(
+        action,
+        "sqs:ReceiveMessage" | "sqs:DeleteMessage" | "sqs:GetQueueAttributes"
+    );
+    match (function, action) {
+        ("request", "sqs:SendMessage") => Some(&["RequestQueue", "ExpiryQueue"]),
+        ("grant", "sqs:SendMessage") | ("expire", _) => Some(&["ExpiryQueue"]),
+        ("grant", _) if consume => Some(&["RequestQueue"]),
+        _ => None,
+    }
+}
+
 /// Resources a function's statements may name, by service.
 fn check_resources(id: &str, function: &Function, s: &Statement) {
     for action in &s.actions {
@@ -1135,7 +1212,8 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
                             .iter()
                             .any(|index| *r == format!("${{RequestsTable.Arn}}/index/{index}")))
                 }
-                "sqs" => r == "GetAtt:RequestQueue.Arn",
+                "sqs" => queue_access(&function.dir, action)
+                    .is_some_and(|queues| queues.iter().any(|q| *r == format!("GetAtt:{q}.Arn"))),
                 "secretsmanager" => {
                     matches!(
                         r.as_str(),

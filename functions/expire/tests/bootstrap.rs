@@ -1,13 +1,14 @@
 //! The expire function's real binary (`jitvm-expire`), run as Lambda runs
 //! it: the environment `template.yaml` gives it, a Runtime API on loopback,
-//! and the event its EventBridge schedule sends. EC2 is moto; Azure is the
-//! ARM fake.
+//! and the events of its two sources, the EventBridge schedule and the
+//! expiry queue. EC2 is moto; Azure is the ARM fake.
 
 use std::time::Duration;
 
-use jitvm_core::ports::RequestStore;
-use jitvm_core::{PortStatus, RequestId, StatusReason};
-use jitvm_tests::lambda::{Deployed, queue_message, scheduled_event};
+use jitvm_core::expiry::Timer;
+use jitvm_core::ports::{Firewall, RequestStore, RuleKey};
+use jitvm_core::{PortStatus, RequestId, StatusReason, VmId};
+use jitvm_tests::lambda::{Deployed, queue_message, scheduled_event, timer_event};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_jitvm-expire");
 const FUNCTION: &str = "ExpireFunction";
@@ -108,4 +109,84 @@ async fn a_setting_the_code_refuses_stops_the_function_at_start_saying_which() {
         "{}",
         expire.log()
     );
+}
+
+/// The timer of request `id`'s rules on `vm`, due at `close_at`.
+async fn timer_of(deployed: &Deployed, vm: &str, id: &str, close_at: jiff::Timestamp) -> Timer {
+    let vm = VmId::parse(vm).expect("a VM id");
+    let rules: Vec<RuleKey> = deployed
+        .stack
+        .firewall
+        .rules_of(&vm)
+        .await
+        .expect("the rules are read")
+        .into_iter()
+        .filter(|r| {
+            r.decoded
+                .as_ref()
+                .is_ok_and(|m| m.request_id.as_str() == id)
+        })
+        .map(|r| r.key)
+        .collect();
+    Timer::expiry(RequestId::parse(id).expect("an id"), vm, rules, close_at)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timer_from_the_expiry_queue_closes_its_grant_and_only_it() {
+    let deployed = Deployed::new("me-south-1").await;
+    let vm = deployed.instance().await;
+    let arn = vm.arn.clone();
+    let (azure, nsg) = deployed.azure_vm("db-04", "10.0.0.4");
+    deployed.enable_ssh(&[&arn, &azure]).await;
+    let now = jiff::Timestamp::now();
+    let earlier = now - jiff::SignedDuration::from_mins(10);
+    for (id, vm, source, when) in [
+        ("done-ec2", &arn, "198.51.100.7", earlier),
+        ("done-az", &azure, "198.51.100.7", earlier),
+        ("live-ec2", &arn, "198.51.100.8", now),
+    ] {
+        deployed
+            .grant_at(&queue_message(id, vm, source, "PT5M"), when)
+            .await;
+    }
+    let ended = earlier + jiff::SignedDuration::from_mins(5);
+    let timers = [
+        timer_of(&deployed, &arn, "done-ec2", ended).await,
+        timer_of(&deployed, &azure, "done-az", ended).await,
+        // Set for the live grant's rule with a time already passed: the
+        // rule's own end time, not the timer's, decides.
+        timer_of(&deployed, &arn, "live-ec2", ended).await,
+    ];
+
+    let expire = deployed.start(FUNCTION, BINARY.as_ref()).await;
+    let event = timer_event(&deployed.timers_arn, &timers.iter().collect::<Vec<_>>());
+    let response = expire.respond(event).await;
+    assert_eq!(
+        response["batchItemFailures"],
+        serde_json::json!([]),
+        "{response}"
+    );
+    assert_eq!(deployed.granted(&vm.world.instance_id).await, ["live-ec2"]);
+    let allow: Vec<_> = deployed
+        .arm
+        .rules(&nsg)
+        .into_iter()
+        .filter(|r| r["properties"]["access"] == "Allow")
+        .collect();
+    assert!(allow.is_empty(), "{allow:?}");
+    for id in ["done-ec2", "done-az"] {
+        let record = deployed
+            .stack
+            .store
+            .get_request(&RequestId::parse(id).expect("an id"))
+            .await
+            .expect("read")
+            .expect("recorded");
+        let port = &record.value.ports()[0];
+        assert_eq!(
+            (port.status, port.status_reason),
+            (PortStatus::Revoked, StatusReason::Expired),
+            "{id}"
+        );
+    }
 }

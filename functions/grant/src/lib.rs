@@ -8,13 +8,19 @@
 //! forever. A failure that may pass (throttling, a timeout) is reported in
 //! `batchItemFailures`, and so are the later messages of the same message
 //! group in the batch, to keep each VM's requests in order.
+//!
+//! Each rule it opens gets its own expiry timer, set for the rule's end
+//! time (see [`jitvm_core::expiry`]); the sweep closes it if the timer is
+//! lost.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
+use jitvm_core::expiry::{Timer, arm_delay};
 use jitvm_core::ports::{
-    AdapterError, Firewall, Opened, PolicyStore, RequestQuery, RequestStore, RuleKey,
+    AdapterError, ExpiryTimers, Firewall, Opened, PolicyStore, RequestQuery, RequestStore, RuleKey,
     close_request_rules,
 };
 use jitvm_core::rule::rfc3339;
@@ -29,6 +35,8 @@ pub struct GrantApp<'a> {
     pub policies: &'a dyn PolicyStore,
     pub requests: &'a dyn RequestStore,
     pub firewall: &'a dyn Firewall,
+    /// Where each opened rule's expiry timer is set.
+    pub timers: &'a dyn ExpiryTimers,
     /// How long a request may have waited for an approver: an approved one
     /// opens that much after it started.
     pub approval_timeout: jiff::SignedDuration,
@@ -45,6 +53,7 @@ pub enum Outcome {
 
 /// Handles one SQS batch, reporting only the messages to retry.
 pub async fn handle_batch(app: &GrantApp<'_>, event: SqsEvent, now: Timestamp) -> SqsBatchResponse {
+    let started = Instant::now();
     let mut failed_groups: HashSet<String> = HashSet::new();
     let mut response = SqsBatchResponse::default();
     for message in event.records {
@@ -57,7 +66,7 @@ pub async fn handle_batch(app: &GrantApp<'_>, event: SqsEvent, now: Timestamp) -
             continue;
         }
         let outcome = match message.body.as_deref() {
-            Some(body) => process(app, body, now).await,
+            Some(body) => process_since(app, body, now, started).await,
             None => {
                 reject(None, "the message has no body");
                 Outcome::Done
@@ -95,8 +104,20 @@ fn retry(e: AdapterError) -> Outcome {
     Outcome::Retry(e.to_string())
 }
 
-/// Processes one queued request.
+/// Processes one queued request, accepted at `now`.
 pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome {
+    process_since(app, body, now, Instant::now()).await
+}
+
+/// Processes one queued request of a batch that started at `now` (the
+/// instant `started`): the batch's time decides, and timers are set from
+/// the time it is when they are set.
+async fn process_since(
+    app: &GrantApp<'_>,
+    body: &str,
+    now: Timestamp,
+    started: Instant,
+) -> Outcome {
     let message = match RequestMessage::from_json(body) {
         Ok(m) => m,
         Err(e) => {
@@ -223,7 +244,7 @@ pub async fn process(app: &GrantApp<'_>, body: &str, now: Timestamp) -> Outcome 
             }
         }
     };
-    open_all(app, &record, &grants, &request, now).await
+    open_all(app, &record, &grants, &request, (now, started)).await
 }
 
 /// Opens every grant whose port is still `Initiating`, then records the
@@ -234,7 +255,7 @@ async fn open_all(
     record: &RequestRecord,
     grants: &[Grant],
     request: &AccessRequest,
-    now: Timestamp,
+    (now, started): (Timestamp, Instant),
 ) -> Outcome {
     let id = record.id().clone();
     let mut results: Vec<(Grant, Result<Opened, String>)> = Vec::new();
@@ -398,7 +419,50 @@ async fn open_all(
         }
         .emit();
     }
+    // Opening took a while (seconds on Azure): the timers count from now.
+    let elapsed = SignedDuration::try_from(started.elapsed()).unwrap_or(SignedDuration::ZERO);
+    set_timers(
+        app,
+        &results,
+        &to_close,
+        now.checked_add(elapsed).unwrap_or(now),
+    )
+    .await;
     retry_reason.map_or(Outcome::Done, Outcome::Retry)
+}
+
+/// Sets the expiry timer of every rule opened (again, for a redelivered
+/// message: a second timer for the same rule does nothing more). A timer
+/// that cannot be set is logged, not retried: the sweep closes the rule.
+async fn set_timers(
+    app: &GrantApp<'_>,
+    results: &[(Grant, Result<Opened, String>)],
+    closed: &[RuleKey],
+    now: Timestamp,
+) {
+    for (grant, result) in results {
+        let Ok(opened) = result else { continue };
+        let rules: Vec<RuleKey> = opened
+            .rules
+            .iter()
+            .filter(|k| !closed.contains(k))
+            .cloned()
+            .collect();
+        if rules.is_empty() {
+            continue;
+        }
+        // The rule's own end time, as its tag or name says it (to the second).
+        let close_at = Timestamp::from_second(grant.end().as_second()).unwrap_or(grant.end());
+        let timer = Timer::expiry(
+            grant.request_id().clone(),
+            grant.vm().clone(),
+            rules,
+            close_at,
+        );
+        if let Err(e) = app.timers.arm(&timer, arm_delay(close_at, now)).await {
+            tracing::error!(request_id = %grant.request_id(), error = %e, "could not set the expiry timer; the sweep closes the rule at its end time");
+        }
+    }
 }
 
 /// A newer request replaces the open grant: before `grant` opens, the

@@ -2,8 +2,8 @@
 //! ReportBatchItemFailures): wiring only.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use jitvm_core::aws::AwsStack;
 use jitvm_core::config::Settings;
+use jitvm_core::stack::Stack;
 use jitvm_core::telemetry;
 use jitvm_grant::{GrantApp, handle_batch};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
@@ -12,11 +12,13 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await?;
+    let stack = Stack::connect(&settings).await?;
+    let timers = stack.timers(&settings).await?;
     let app = GrantApp {
-        policies: &aws.store,
-        requests: &aws.store,
-        firewall: &aws.firewall,
+        policies: &stack.store,
+        requests: &stack.store,
+        firewall: &stack.firewall,
+        timers: &timers,
         approval_timeout: settings.approval_timeout,
     };
     let app = &app;

@@ -1,7 +1,7 @@
 //! Lambda entry point of the policy function: wiring only.
 
-use jitvm_core::aws::AwsStack;
 use jitvm_core::config::Settings;
+use jitvm_core::stack::Stack;
 use jitvm_core::{lambda, telemetry};
 use jitvm_policy::{PolicyApi, handle};
 
@@ -9,7 +9,7 @@ use jitvm_policy::{PolicyApi, handle};
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await?;
+    let aws = Stack::connect(&settings).await?;
     let api = PolicyApi {
         firewall: &aws.firewall,
         policies: &aws.store,

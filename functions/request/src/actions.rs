@@ -4,7 +4,9 @@
 
 use jiff::Timestamp;
 use jitvm_core::api::{ApiError, Caller};
-use jitvm_core::ports::{Revised, close_request_rules};
+use jitvm_core::expiry::{Timer, retry_delay};
+use jitvm_core::ports::{AdapterError, Revised, close_request_rules};
+use jitvm_core::rule::rfc3339;
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
     AccessRequest, Decision, InitiateBody, Justification, RequestId, RequestMessage, RequestRecord,
@@ -270,14 +272,25 @@ pub async fn deny(
     Ok(updated)
 }
 
+/// What an early revoke did.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub record: RequestRecord,
+    /// Set when a rule could not be removed at once (the cloud failed even
+    /// after retries): what happens to it now, for the caller to read.
+    pub still_open: Option<String>,
+}
+
 /// The requestor or an admin closes a grant early (`UserRequested`); a
-/// request still pending is withdrawn (`Denied`).
+/// request still pending is withdrawn (`Denied`). A rule the cloud would
+/// not remove is handed to an expiry timer that keeps trying, and to the
+/// sweep at its end time; the caller is told so.
 pub async fn revoke(
     api: &RequestApi<'_>,
     caller: &Caller,
     id: &RequestId,
     now: Timestamp,
-) -> Result<RequestRecord, ApiError> {
+) -> Result<Revocation, ApiError> {
     let current = load(api, id).await?;
     let vm = current.value.vm().clone();
     if current.value.requestor() != &caller.principal && !caller.is_admin(api.admins) {
@@ -288,7 +301,14 @@ pub async fn revoke(
     // Close the rules, then the record, then the rules again: a grant being
     // opened at this moment either is closed by the second pass or, finding
     // its port Revoked when it writes, closes its own rule.
-    let closed = close_request_rules(api.firewall, &vm, id, None).await?;
+    let mut closed = 0;
+    let mut failed = match close_request_rules(api.firewall, &vm, id, None).await {
+        Ok(n) => {
+            closed += n;
+            None
+        }
+        Err(e) => Some(e),
+    };
     let record = records::update(api.requests, id, |r| {
         let mut changed = false;
         if r.status() == RequestStatus::PendingApproval {
@@ -299,7 +319,18 @@ pub async fn revoke(
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;
-    let closed = closed + close_request_rules(api.firewall, &vm, id, None).await?;
+    // After a failure the timer takes over both passes: it closes whatever
+    // the request has on the VM when it goes off.
+    if failed.is_none() {
+        match close_request_rules(api.firewall, &vm, id, None).await {
+            Ok(n) => closed += n,
+            Err(e) => failed = Some(e),
+        }
+    }
+    let still_open = match failed {
+        None => None,
+        Some(e) => Some(hand_over(api, &record, &e, now).await),
+    };
     Audit {
         event: "request.revoked",
         request_id: Some(id.as_str()),
@@ -308,11 +339,42 @@ pub async fn revoke(
         actor: Some(caller.principal.as_str()),
         status: Some("Revoked"),
         reason: Some("UserRequested"),
-        message: Some(&format!("{closed} rules removed")),
+        message: Some(&match &still_open {
+            None => format!("{closed} rules removed"),
+            Some(why) => format!("{closed} rules removed; {why}"),
+        }),
         ..Audit::default()
     }
     .emit();
-    Ok(record)
+    Ok(Revocation { record, still_open })
+}
+
+/// Hands the rules of a revoked request that the cloud would not remove
+/// (`e`) to an expiry timer, which tries again with backoff; says what
+/// happens now.
+async fn hand_over(
+    api: &RequestApi<'_>,
+    record: &RequestRecord,
+    e: &AdapterError,
+    now: Timestamp,
+) -> String {
+    let timer = Timer::revoked(record.id().clone(), record.vm().clone(), now);
+    let end = record
+        .ports()
+        .iter()
+        .map(|p| p.end_time_utc)
+        .max()
+        .map_or_else(String::new, |t| format!(" ({})", rfc3339(t)));
+    let backstop = format!("the sweep removes it at its end time{end} at the latest");
+    match api.timers.arm(&timer, retry_delay(timer.attempt)).await {
+        Ok(()) => format!(
+            "the rule could not be removed yet ({e}); jitvm keeps trying in the background, and {backstop}"
+        ),
+        Err(timer_error) => {
+            tracing::error!(request_id = %record.id(), error = %timer_error, "could not hand the rule to an expiry timer");
+            format!("the rule could not be removed yet ({e}); {backstop}")
+        }
+    }
 }
 
 /// The body of a pending request as recorded: each port with its source and

@@ -186,10 +186,13 @@ async fn carry_out(
             &actions::deny(api, caller, &id, reason.as_deref(), now).await?,
             Verb::Denied,
         ),
-        Command::Revoke { id } => slack::decided(
-            &actions::revoke(api, caller, &id, now).await?,
-            Verb::Revoked,
-        ),
+        Command::Revoke { id } => {
+            let revocation = actions::revoke(api, caller, &id, now).await?;
+            match &revocation.still_open {
+                Some(warning) => slack::revoke_pending(&revocation.record, warning),
+                None => slack::decided(&revocation.record, Verb::Revoked),
+            }
+        }
     })
 }
 

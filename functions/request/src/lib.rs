@@ -32,11 +32,23 @@ use jitvm_core::api::{
     query_param, segments,
 };
 use jitvm_core::ports::{
-    Firewall, PageCursor, PolicyStore, RequestQuery, RequestQueue, RequestStore,
+    ExpiryTimers, Firewall, PageCursor, PolicyStore, RequestQuery, RequestQueue, RequestStore,
 };
 use jitvm_core::{InitiateBody, Principal, PrincipalPattern, RequestId};
 use serde::Deserialize;
 use serde_json::json;
+
+/// The answer to a revoke: 200 with the record, or 202 with the record and
+/// a `warning` saying what happens to a rule that could not be removed yet.
+fn revoked(revocation: actions::Revocation) -> Result<Response<String>, ApiError> {
+    let Some(warning) = revocation.still_open else {
+        return Ok(json_response(200, &revocation.record));
+    };
+    let mut body = serde_json::to_value(&revocation.record)
+        .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+    body["warning"] = json!(warning);
+    Ok(json_response(202, &body))
+}
 
 /// What the request function needs, and only that.
 pub struct RequestApi<'a> {
@@ -44,6 +56,8 @@ pub struct RequestApi<'a> {
     pub requests: &'a dyn RequestStore,
     pub queue: &'a dyn RequestQueue,
     pub firewall: &'a dyn Firewall,
+    /// Where a revoke hands over rules the cloud would not remove at once.
+    pub timers: &'a dyn ExpiryTimers,
     pub admins: &'a [PrincipalPattern],
     /// Who may read every request and export the audit trail.
     pub auditors: &'a [PrincipalPattern],
@@ -110,7 +124,7 @@ async fn route(
         (["v1", "requests", id, verb], &Method::POST) => {
             let id = parse_id(id)?;
             let record = match *verb {
-                "revoke" => actions::revoke(api, &caller, &id, now).await?,
+                "revoke" => return revoked(actions::revoke(api, &caller, &id, now).await?),
                 "approve" => actions::approve(api, &caller, &id, now).await?,
                 "deny" => {
                     let reason = deny_reason(request.body())?;

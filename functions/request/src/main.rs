@@ -1,7 +1,7 @@
 //! Lambda entry point of the request function: wiring only.
 
-use jitvm_core::aws::AwsStack;
 use jitvm_core::config::{Secret, Settings};
+use jitvm_core::stack::Stack;
 use jitvm_core::{lambda, telemetry};
 use jitvm_request::chatops::SlackApp;
 use jitvm_request::{RequestApi, handle};
@@ -10,8 +10,9 @@ use jitvm_request::{RequestApi, handle};
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let settings = Settings::from_env()?;
-    let aws = AwsStack::connect(&settings).await?;
+    let aws = Stack::connect(&settings).await?;
     let queue = aws.queue(&settings).await?;
+    let timers = aws.timers(&settings).await?;
     // `connect` has read a secret given by ARN, so only a value is left.
     let slack = match &aws.settings.slack_signing_secret {
         Some(Secret::Value(secret)) => Some(SlackApp::new(secret.clone())?),
@@ -22,6 +23,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         requests: &aws.store,
         queue: &queue,
         firewall: &aws.firewall,
+        timers: &timers,
         admins: &settings.admins,
         auditors: &settings.auditors,
         approval_timeout: settings.approval_timeout,

@@ -7,6 +7,8 @@
 //!   maps tokens to the principals `local:alice`, `local:bob`.
 //! - Polls the request queue like Lambda's event source mapping: batches of
 //!   up to 10, long polling, partial batch failures retried.
+//! - Polls the expiry queue the same way and hands each grant's timer to
+//!   the expire function's handler when it comes back.
 //! - Runs the expiry sweep every `JITVM_SWEEP_INTERVAL_SECS` (default 60).
 //! - With `JITVM_SLACK_SIGNING_SECRET`, serves the Slack app's routes
 //!   (`/v1/chatops/slack`, `/v1/chatops/slack/interactive`), which Slack
@@ -17,19 +19,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use jiff::Timestamp;
 use jitvm_core::api::{ApiError, Caller, MAX_BODY_BYTES, json_response};
-use jitvm_core::aws::AwsStack;
-use jitvm_core::aws::sqs::SqsQueue;
+use jitvm_core::aws::sqs::{Received, SqsQueue};
 use jitvm_core::config::{Secret, Settings};
 use jitvm_core::ports::AdapterError;
+use jitvm_core::stack::Stack;
 use jitvm_core::{Principal, PrincipalError};
-use jitvm_expire::{ExpireApp, SweepSummary};
+use jitvm_expire::{ExpireApp, SCOPE_DEADLINE, SweepSummary};
 use jitvm_grant::GrantApp;
 use jitvm_policy::PolicyApi;
 use jitvm_request::RequestApi;
@@ -76,8 +78,12 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 /// Everything the host runs.
 pub struct Host {
     pub settings: Settings,
-    pub aws: AwsStack,
+    pub stack: Stack,
     pub queue: SqsQueue,
+    /// The expiry queue, where each grant's timer waits.
+    pub timers: SqsQueue,
+    /// How long the sweep of one scope may take.
+    pub scope_deadline: Duration,
     pub tokens: Tokens,
     pub clock: Clock,
     /// The Slack app, when `JITVM_SLACK_SIGNING_SECRET` is set.
@@ -93,16 +99,17 @@ pub struct PollReport {
 }
 
 impl Host {
-    /// Builds the host and creates the tables and the queue when missing.
+    /// Builds the host and creates the tables and the queues when missing.
     pub async fn start(
         settings: Settings,
-        aws: AwsStack,
+        stack: Stack,
         tokens: Tokens,
         clock: Clock,
     ) -> Result<Self, AdapterError> {
-        aws.store.ensure_tables().await?;
-        let queue = SqsQueue::ensure(&aws.config, &settings.request_queue).await?;
-        let slack = match &aws.settings.slack_signing_secret {
+        stack.store.ensure_tables().await?;
+        let queue = SqsQueue::ensure(&stack.config, &settings.request_queue).await?;
+        let timers = SqsQueue::ensure_standard(&stack.config, &settings.expiry_queue).await?;
+        let slack = match &stack.settings.slack_signing_secret {
             Some(Secret::Value(secret)) => Some(
                 SlackApp::local(secret.clone())
                     .map_err(|e| AdapterError::permanent("SlackClient", e.to_string()))?,
@@ -111,7 +118,7 @@ impl Host {
                 return Err(AdapterError::permanent(
                     "SecretUnresolved",
                     format!(
-                        "the Slack signing secret {arn} was not read; build the stack with AwsStack::connect"
+                        "the Slack signing secret {arn} was not read; build the stack with Stack::connect"
                     ),
                 ));
             }
@@ -119,8 +126,10 @@ impl Host {
         };
         Ok(Self {
             settings,
-            aws,
+            stack,
             queue,
+            timers,
+            scope_deadline: SCOPE_DEADLINE,
             tokens,
             clock,
             slack,
@@ -144,52 +153,44 @@ impl Host {
         if received.is_empty() {
             return Ok(PollReport::default());
         }
-        let mut event = SqsEvent::default();
-        for r in &received {
-            let mut m = SqsMessage::default();
-            m.message_id = Some(r.message_id.clone());
-            m.receipt_handle = Some(r.receipt_handle.clone());
-            m.body = Some(r.body.clone());
-            m.attributes = r.attributes.clone();
-            m.event_source = Some("aws:sqs".into());
-            event.records.push(m);
-        }
         let app = GrantApp {
-            policies: &self.aws.store,
-            requests: &self.aws.store,
-            firewall: &self.aws.firewall,
+            policies: &self.stack.store,
+            requests: &self.stack.store,
+            firewall: &self.stack.firewall,
+            timers: &self.timers,
             approval_timeout: self.settings.approval_timeout,
         };
-        let response = jitvm_grant::handle_batch(&app, event, self.now()).await;
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        let mut done = Vec::new();
-        for r in &received {
-            if failed.contains(&r.message_id.as_str()) {
-                self.queue.release(&r.receipt_handle).await?;
-            } else {
-                done.push(r.receipt_handle.clone());
-            }
+        let response = jitvm_grant::handle_batch(&app, sqs_event(&received), self.now()).await;
+        settle(&self.queue, &received, &response).await
+    }
+
+    /// Receives one batch of timers from the expiry queue and hands it to
+    /// the expire function's timer handler, as Lambda's event source
+    /// mapping does.
+    pub async fn poll_timers_once(&self, wait_seconds: i32) -> Result<PollReport, AdapterError> {
+        let received = self.timers.receive(10, wait_seconds).await?;
+        if received.is_empty() {
+            return Ok(PollReport::default());
         }
-        self.queue.delete_batch(&done).await?;
-        Ok(PollReport {
-            received: received.len(),
-            done: done.len(),
-            retried: failed.len(),
-        })
+        let clock = Arc::clone(&self.clock);
+        let response =
+            jitvm_expire::handle_timers(&self.expire_app(), sqs_event(&received), &*clock).await;
+        settle(&self.timers, &received, &response).await
     }
 
     /// Runs the expiry sweep once, at `now`.
     pub async fn sweep_once(&self, now: Timestamp) -> Result<SweepSummary, AdapterError> {
-        let app = ExpireApp {
-            firewall: &self.aws.firewall,
-            requests: &self.aws.store,
+        jitvm_expire::sweep(&self.expire_app(), now).await
+    }
+
+    fn expire_app(&self) -> ExpireApp<'_> {
+        ExpireApp {
+            firewall: &self.stack.firewall,
+            requests: &self.stack.store,
+            timers: &self.timers,
             approval_timeout: self.settings.approval_timeout,
-        };
-        jitvm_expire::sweep(&app, now).await
+            scope_deadline: self.scope_deadline,
+        }
     }
 
     /// Polls the queue forever (long polling, 20 s).
@@ -206,6 +207,36 @@ impl Host {
         }
     }
 
+    /// Polls the expiry queue forever (long polling, 20 s). Each batch is
+    /// handled on its own task, as Lambda runs batches side by side, so a
+    /// timer waiting out its last second or a slow cloud never holds up
+    /// the next batch.
+    pub async fn run_timer_poller(self: Arc<Self>) {
+        loop {
+            let received = match self.timers.receive(10, 20).await {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the expiry queue failed");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if received.is_empty() {
+                continue;
+            }
+            let host = Arc::clone(&self);
+            tokio::spawn(async move {
+                let clock = Arc::clone(&host.clock);
+                let response =
+                    jitvm_expire::handle_timers(&host.expire_app(), sqs_event(&received), &*clock)
+                        .await;
+                if let Err(e) = settle(&host.timers, &received, &response).await {
+                    tracing::error!(error = %e, "settling a batch of timers failed");
+                }
+            });
+        }
+    }
+
     /// Sweeps every `interval`, forever.
     pub async fn run_sweeper(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
@@ -217,6 +248,49 @@ impl Host {
             }
         }
     }
+}
+
+/// The SQS event Lambda would deliver for `received`.
+fn sqs_event(received: &[Received]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for r in received {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(r.message_id.clone());
+        m.receipt_handle = Some(r.receipt_handle.clone());
+        m.body = Some(r.body.clone());
+        m.attributes = r.attributes.clone();
+        m.event_source = Some("aws:sqs".into());
+        event.records.push(m);
+    }
+    event
+}
+
+/// Deletes the messages a handler finished and makes the failed ones
+/// visible again, as Lambda's event source mapping does.
+async fn settle(
+    queue: &SqsQueue,
+    received: &[Received],
+    response: &SqsBatchResponse,
+) -> Result<PollReport, AdapterError> {
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let mut done = Vec::new();
+    for r in received {
+        if failed.contains(&r.message_id.as_str()) {
+            queue.release(&r.receipt_handle).await?;
+        } else {
+            done.push(r.receipt_handle.clone());
+        }
+    }
+    queue.delete_batch(&done).await?;
+    Ok(PollReport {
+        received: received.len(),
+        done: done.len(),
+        retried: failed.len(),
+    })
 }
 
 async fn serve_http(
@@ -254,9 +328,9 @@ async fn serve_http(
     let now = host.now();
     let response = if path.starts_with("/v1/policies") || path == "/v1/vms" || path == "/v1/vms/" {
         let api = PolicyApi {
-            firewall: &host.aws.firewall,
-            policies: &host.aws.store,
-            requests: &host.aws.store,
+            firewall: &host.stack.firewall,
+            policies: &host.stack.store,
+            requests: &host.stack.store,
             admins: &host.settings.admins,
         };
         jitvm_policy::handle(&api, caller, request, now).await
@@ -265,10 +339,11 @@ async fn serve_http(
         || path == "/v1/audit.csv"
     {
         let api = RequestApi {
-            policies: &host.aws.store,
-            requests: &host.aws.store,
+            policies: &host.stack.store,
+            requests: &host.stack.store,
             queue: &host.queue,
-            firewall: &host.aws.firewall,
+            firewall: &host.stack.firewall,
+            timers: &host.timers,
             admins: &host.settings.admins,
             auditors: &host.settings.auditors,
             approval_timeout: host.settings.approval_timeout,

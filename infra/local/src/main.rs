@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitvm_core::aws::AwsStack;
 use jitvm_core::config::Settings;
+use jitvm_core::stack::Stack;
 use jitvm_core::telemetry;
 use jitvm_local::{Host, Tokens};
 
@@ -24,11 +24,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|s| *s > 0)
         .ok_or("JITVM_SWEEP_INTERVAL_SECS must be a whole number of seconds above 0")?;
     let tokens = Tokens::parse(&std::env::var("JITVM_LOCAL_TOKENS").unwrap_or_default())?;
-    let aws = AwsStack::connect(&settings).await?;
-    let host = Arc::new(Host::start(settings, aws, tokens, Arc::new(jiff::Timestamp::now)).await?);
+    let stack = Stack::connect(&settings).await?;
+    let host =
+        Arc::new(Host::start(settings, stack, tokens, Arc::new(jiff::Timestamp::now)).await?);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(listen = %listener.local_addr()?, sweep_secs, "jitvm local host ready");
     tokio::spawn(host.clone().run_poller());
+    tokio::spawn(host.clone().run_timer_poller());
     tokio::spawn(host.clone().run_sweeper(Duration::from_secs(sweep_secs)));
     axum::serve(
         listener,

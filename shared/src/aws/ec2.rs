@@ -60,7 +60,7 @@ use super::{CallCounter, error_code, sdk_error};
 use crate::domain::rule::{self, TAG_MANAGED, TAG_REQUEST, TAG_VM};
 use crate::domain::{AwsInstance, Cloud, Grant, Justification, Policy, Port, Protocol, VmId};
 use crate::ports::{
-    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, VmFacts,
+    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, Scope, VmFacts,
 };
 
 /// AWS's default quota of security groups per network interface.
@@ -177,7 +177,7 @@ impl Ec2Firewall {
     }
 
     /// Every rule on the jitvm groups of one region.
-    async fn rules_in(&self, region: &str) -> Result<Vec<FoundRule>, AdapterError> {
+    async fn region_rules(&self, region: &str) -> Result<Vec<FoundRule>, AdapterError> {
         let client = self.client(region);
         let groups = describe_groups(
             &client,
@@ -439,10 +439,10 @@ impl Ec2Firewall {
         region: &str,
         groups: &[(String, Option<VmId>)],
     ) -> Result<Vec<FoundRule>, AdapterError> {
-        let ids: Vec<String> = groups.iter().map(|(id, _)| id.clone()).collect();
+        let ids: Vec<&str> = groups.iter().map(|(id, _)| id.as_str()).collect();
         let vms: HashMap<&str, &Option<VmId>> =
             groups.iter().map(|(id, vm)| (id.as_str(), vm)).collect();
-        let rules = describe_ingress_rules(client, &ids)
+        let rules = describe_ingress_rules(client, "group-id", &ids)
             .await
             .map_err(|e| sdk_error("describing security group rules", e))?;
         Ok(rules
@@ -901,13 +901,13 @@ impl Firewall for Ec2Firewall {
 
         // Standing rules of the other groups that reach a protected port.
         let jit_name = inst.jit_group_name();
-        let others: Vec<String> = eni
+        let others: Vec<&str> = eni
             .groups
             .iter()
             .filter(|(id, name)| *id != group && name.as_deref() != Some(jit_name.as_str()))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.as_str())
             .collect();
-        let standing = describe_ingress_rules(&client, &others)
+        let standing = describe_ingress_rules(&client, "group-id", &others)
             .await
             .map_err(|e| sdk_error(&format!("describing the rules of {}", others.join(", ")), e))?;
         let mut exposures = Vec::new();
@@ -1080,7 +1080,7 @@ impl Firewall for Ec2Firewall {
             Ok(ids) => (ids, false),
             Err(e) if error_code(&e) == Some(DUPLICATE_RULE) => {
                 // Some or all are there: ours (a redelivery) or another request's.
-                let rules = describe_ingress_rules(&client, std::slice::from_ref(&group))
+                let rules = describe_ingress_rules(&client, "group-id", &[group.as_str()])
                     .await
                     .map_err(|e| sdk_error(&format!("describing the rules of {group}"), e))?;
                 let mut present = Vec::new();
@@ -1145,7 +1145,7 @@ impl Firewall for Ec2Firewall {
         if ids.len() < wanted.len() {
             // The response does not list every rule it made (moto lists the
             // last one): find the rest by their tags.
-            let rules = describe_ingress_rules(&client, std::slice::from_ref(&group))
+            let rules = describe_ingress_rules(&client, "group-id", &[group.as_str()])
                 .await
                 .map_err(|e| sdk_error(&format!("describing the rules of {group}"), e))?;
             for r in &rules {
@@ -1177,22 +1177,34 @@ impl Firewall for Ec2Firewall {
         })
     }
 
-    async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
-        // One region failing (an opt-in region, a permission missing) must
-        // not stop the sweep of the others; it fails only if all do.
-        let mut found = Vec::new();
-        let mut failures = Vec::new();
-        for region in &self.regions {
-            match self.rules_in(region).await {
-                Ok(rules) => found.extend(rules),
-                Err(e) => {
-                    tracing::error!(region = %region, error = %e, "cannot list jitvm rules in this region; sweeping the others");
-                    failures.push(e);
-                }
-            }
+    fn scopes(&self) -> Vec<Scope> {
+        self.regions
+            .iter()
+            .map(|r| Scope {
+                cloud: Cloud::Aws,
+                name: r.clone(),
+            })
+            .collect()
+    }
+
+    async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError> {
+        self.region_rules(&scope.name).await
+    }
+
+    async fn rules_at(&self, keys: &[RuleKey]) -> Result<Vec<FoundRule>, AdapterError> {
+        let mut by_region: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for key in keys.iter().filter(|k| k.cloud == Cloud::Aws) {
+            by_region.entry(&key.scope).or_default().push(&key.rule);
         }
-        if !failures.is_empty() && failures.len() == self.regions.len() {
-            return Err(failures.remove(0));
+        let mut found = Vec::new();
+        for (region, ids) in by_region {
+            let client = self.client(region);
+            let rules = describe_ingress_rules(&client, "security-group-rule-id", &ids)
+                .await
+                .map_err(|e| {
+                    sdk_error(&format!("reading rules {} in {region}", ids.join(",")), e)
+                })?;
+            found.extend(rules.iter().filter_map(|r| found_rule(region, None, r)));
         }
         Ok(found)
     }
@@ -1585,10 +1597,14 @@ async fn describe_groups(
     }
 }
 
-/// The ingress rules of `group_ids`, every page.
+/// The ingress rules whose `by` (a filter name: `group-id`,
+/// `security-group-rule-id`) is one of `values`, every page. A filter,
+/// not the ids parameter, so a rule already gone is left out rather than
+/// failing the call.
 async fn describe_ingress_rules(
     client: &Client,
-    group_ids: &[String],
+    by: &str,
+    values: &[&str],
 ) -> Result<
     Vec<SecurityGroupRule>,
     SdkError<
@@ -1596,12 +1612,12 @@ async fn describe_ingress_rules(
     >,
 > {
     let mut out = Vec::new();
-    for chunk in group_ids.chunks(FILTER_CHUNK) {
+    for chunk in values.chunks(FILTER_CHUNK) {
         let mut token = None;
         loop {
             let page = client
                 .describe_security_group_rules()
-                .filters(filter("group-id", chunk.iter().map(String::as_str)))
+                .filters(filter(by, chunk.iter().copied()))
                 .set_next_token(token)
                 .send()
                 .await?;

@@ -1,20 +1,25 @@
 //! AWS adapters: EC2 security groups as the [`Firewall`](crate::ports::Firewall),
-//! DynamoDB as the policy and request stores, SQS as the request queue.
+//! DynamoDB as the policy and request stores, SQS as the request queue and
+//! the expiry timers, Secrets Manager for secrets given by ARN.
 //!
 //! Clients are built once from `aws-config`; endpoints come from the
 //! standard `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_EC2`, ...), so the same
-//! code runs against AWS and against moto.
+//! code runs against AWS and against moto. Every call has a connect and a
+//! total timeout ([`bounded`]).
 
 pub mod dynamo;
 pub mod ec2;
+mod secrets;
 pub mod sqs;
-mod stack;
 
-pub use stack::{AwsStack, resolve_secrets};
+pub use secrets::resolve_secrets;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -25,6 +30,32 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::ports::AdapterError;
+
+/// How long connecting to an AWS endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one attempt of a call may take (a hung endpoint fails it).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call may take, its retries included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// `config` with the deployment's timeouts: a slow or hung AWS endpoint
+/// fails the call that needs it, never the work that does not.
+pub fn bounded(config: aws_config::SdkConfig) -> aws_config::SdkConfig {
+    config
+        .to_builder()
+        .timeout_config(timeouts(ATTEMPT_TIMEOUT))
+        .build()
+}
+
+/// The timeouts with attempts of `attempt` at most (the call as a whole
+/// gets [`CALL_TIMEOUT`] more than that).
+pub(crate) fn timeouts(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt.max(CALL_TIMEOUT))
+        .build()
+}
 
 /// Error codes that say "try again later" whatever the operation.
 const TRANSIENT_CODES: &[&str] = &[

@@ -1,5 +1,10 @@
-//! SQS as the [`RequestQueue`], and what the local host's poller needs to
-//! play Lambda's event source mapping (receive, delete, release).
+//! SQS as the [`RequestQueue`] and the [`ExpiryTimers`], and what the local
+//! host's pollers need to play Lambda's event source mapping (receive,
+//! delete, release).
+//!
+//! The expiry queue is a standard queue: a timer is a message with its own
+//! `DelaySeconds`, which FIFO queues do not allow. Its dead-letter queue is
+//! `<name>-dlq`.
 //!
 //! The queue is FIFO: the message group is the VM, so one VM's requests are
 //! granted in order while different VMs proceed in parallel; the
@@ -9,6 +14,7 @@
 //! `<name>-dlq.fifo`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -21,15 +27,20 @@ use aws_sdk_sqs::types::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{error_code, sdk_error};
+use super::{ATTEMPT_TIMEOUT, error_code, sdk_error};
 use crate::domain::{RequestMessage, VmId};
-use crate::ports::{AdapterError, RequestQueue};
+use crate::expiry::{MAX_HOP, Timer};
+use crate::ports::{AdapterError, ExpiryTimers, RequestQueue};
 
 /// How long a received message stays hidden from other consumers: longer
 /// than a grant takes, shorter than a person waits.
 pub const VISIBILITY_TIMEOUT_SECS: u32 = 180;
 /// Receives after which a message moves to the dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// Receives after which a timer moves to the dead-letter queue (a timer
+/// whose closing fails is set again by the handler, so this is for one
+/// that cannot even be set again).
+pub const TIMER_MAX_RECEIVE_COUNT: u32 = 10;
 /// How long the dead-letter queue keeps messages (the SQS maximum, 14 days).
 const DEAD_LETTER_RETENTION_SECS: u32 = 14 * 24 * 3600;
 /// The longest message group id SQS accepts.
@@ -122,66 +133,40 @@ impl SqsQueue {
     /// missing together with its dead-letter queue and redrive policy.
     /// Calling it again, or from two places at once, is harmless.
     pub async fn ensure(config: &SdkConfig, name: &str) -> Result<SqsQueue, AdapterError> {
-        let dead_name = dead_letter_name(name)?;
-        let client = Client::new(config);
-        if let Some(url) = queue_url(&client, name).await? {
-            return Ok(SqsQueue { client, url });
-        }
-        let dead_url = create_queue(
-            &client,
-            &dead_name,
-            &[
-                (QueueAttributeName::FifoQueue, "true".to_owned()),
-                (
-                    QueueAttributeName::MessageRetentionPeriod,
-                    DEAD_LETTER_RETENTION_SECS.to_string(),
-                ),
-            ],
-        )
-        .await?;
-        let dead_arn = client
-            .get_queue_attributes()
-            .queue_url(&dead_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("reading the ARN of queue {dead_name}"), e))?
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
-            .ok_or_else(|| {
-                AdapterError::permanent(
-                    "MissingQueueArn",
-                    format!("SQS gave no ARN for queue {dead_name}"),
-                )
-            })?;
-        let redrive = serde_json::json!({
-            "deadLetterTargetArn": dead_arn,
-            "maxReceiveCount": MAX_RECEIVE_COUNT,
-        });
-        let url = create_queue(
-            &client,
+        let dead = dead_letter_name(name)?;
+        let fifo = (QueueAttributeName::FifoQueue, "true".to_owned());
+        let attributes = [
+            fifo.clone(),
+            (
+                QueueAttributeName::ContentBasedDeduplication,
+                "false".to_owned(),
+            ),
+        ];
+        ensure_with_dead_letter(
+            config,
             name,
-            &[
-                (QueueAttributeName::FifoQueue, "true".to_owned()),
-                (
-                    QueueAttributeName::ContentBasedDeduplication,
-                    "false".to_owned(),
-                ),
-                (
-                    QueueAttributeName::VisibilityTimeout,
-                    VISIBILITY_TIMEOUT_SECS.to_string(),
-                ),
-                (QueueAttributeName::RedrivePolicy, redrive.to_string()),
-            ],
+            &dead,
+            &attributes,
+            Some(fifo),
+            MAX_RECEIVE_COUNT,
         )
-        .await?;
-        tracing::info!(
-            queue = name,
-            dead_letter_queue = dead_name,
-            "created SQS queue"
-        );
-        Ok(SqsQueue { client, url })
+        .await
+    }
+
+    /// The standard queue named `name` (the expiry queue), created when
+    /// missing together with its dead-letter queue `<name>-dlq`.
+    pub async fn ensure_standard(config: &SdkConfig, name: &str) -> Result<SqsQueue, AdapterError> {
+        let dead = format!("{name}-dlq");
+        if name.ends_with(".fifo") || dead.len() > MAX_QUEUE_NAME {
+            return Err(AdapterError::permanent(
+                "InvalidQueueName",
+                format!(
+                    "expiry queue name {name:?} must be a standard queue's (not ending in .fifo) of at most {} characters",
+                    MAX_QUEUE_NAME - "-dlq".len()
+                ),
+            ));
+        }
+        ensure_with_dead_letter(config, name, &dead, &[], None, TIMER_MAX_RECEIVE_COUNT).await
     }
 
     pub fn url(&self) -> &str {
@@ -202,9 +187,15 @@ impl SqsQueue {
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait_seconds.clamp(0, 20))
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(
+                super::timeouts(
+                    Duration::from_secs(wait_seconds.clamp(0, 20) as u64) + ATTEMPT_TIMEOUT,
+                ),
+            ))
             .send()
             .await
-            .map_err(|e| sdk_error("receiving from the request queue", e))?;
+            .map_err(|e| sdk_error(&format!("receiving from queue {}", self.url), e))?;
         let mut received = Vec::new();
         for m in out.messages.unwrap_or_default() {
             let (Some(message_id), Some(receipt_handle)) = (m.message_id, m.receipt_handle) else {
@@ -234,7 +225,7 @@ impl SqsQueue {
             .receipt_handle(receipt_handle)
             .send()
             .await
-            .map_err(|e| sdk_error("deleting a message from the request queue", e))?;
+            .map_err(|e| sdk_error(&format!("deleting a message from queue {}", self.url), e))?;
         Ok(())
     }
 
@@ -257,7 +248,7 @@ impl SqsQueue {
             let out = batch
                 .send()
                 .await
-                .map_err(|e| sdk_error("deleting messages from the request queue", e))?;
+                .map_err(|e| sdk_error(&format!("deleting messages from queue {}", self.url), e))?;
             for f in out.failed() {
                 all_sender_fault &= f.sender_fault();
                 failed.push(format!(
@@ -271,9 +262,10 @@ impl SqsQueue {
             None => Ok(()),
             Some(first) => {
                 let message = format!(
-                    "{} of {} messages could not be deleted from the request queue; the first: {first}",
+                    "{} of {} messages could not be deleted from queue {}; the first: {first}",
                     failed.len(),
-                    handles.len()
+                    handles.len(),
+                    self.url
                 );
                 if all_sender_fault {
                     Err(AdapterError::permanent("DeleteMessageBatchFailed", message))
@@ -307,8 +299,42 @@ impl SqsQueue {
             {
                 Ok(())
             }
-            Err(e) => Err(sdk_error("releasing a message of the request queue", e)),
+            Err(e) => Err(sdk_error(
+                &format!("releasing a message of queue {}", self.url),
+                e,
+            )),
         }
+    }
+}
+
+#[async_trait]
+impl ExpiryTimers for SqsQueue {
+    async fn arm(&self, timer: &Timer, delay: std::time::Duration) -> Result<(), AdapterError> {
+        let body = serde_json::to_string(timer).map_err(|e| {
+            AdapterError::permanent(
+                "SerializationFailed",
+                format!(
+                    "the timer of {} cannot be written as JSON: {e}",
+                    timer.request_id
+                ),
+            )
+        })?;
+        let delay = delay.min(MAX_HOP).as_secs();
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(i32::try_from(delay).unwrap_or(0))
+            .send()
+            .await
+            .map_err(|e| {
+                sdk_error(
+                    &format!("setting the expiry timer of {}", timer.request_id),
+                    e,
+                )
+            })?;
+        tracing::debug!(request_id = %timer.request_id, delay_secs = delay, "expiry timer set");
+        Ok(())
     }
 }
 
@@ -344,6 +370,58 @@ impl RequestQueue for SqsQueue {
         tracing::debug!(request_id = %id, group, "request queued");
         Ok(())
     }
+}
+
+/// Queue `name` with `attributes`, its dead-letter queue `dead` (made
+/// with `dead_kind`, when the queue is FIFO) and a redrive policy of
+/// `max_receives`; found when it exists.
+async fn ensure_with_dead_letter(
+    config: &SdkConfig,
+    name: &str,
+    dead: &str,
+    attributes: &[(QueueAttributeName, String)],
+    dead_kind: Option<(QueueAttributeName, String)>,
+    max_receives: u32,
+) -> Result<SqsQueue, AdapterError> {
+    let client = Client::new(config);
+    if let Some(url) = queue_url(&client, name).await? {
+        return Ok(SqsQueue { client, url });
+    }
+    let mut dead_attributes = vec![(
+        QueueAttributeName::MessageRetentionPeriod,
+        DEAD_LETTER_RETENTION_SECS.to_string(),
+    )];
+    dead_attributes.extend(dead_kind);
+    let dead_url = create_queue(&client, dead, &dead_attributes).await?;
+    let dead_arn = client
+        .get_queue_attributes()
+        .queue_url(&dead_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("reading the ARN of queue {dead}"), e))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| {
+            AdapterError::permanent(
+                "MissingQueueArn",
+                format!("SQS gave no ARN for queue {dead}"),
+            )
+        })?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dead_arn,
+        "maxReceiveCount": max_receives,
+    });
+    let mut all = attributes.to_vec();
+    all.push((
+        QueueAttributeName::VisibilityTimeout,
+        VISIBILITY_TIMEOUT_SECS.to_string(),
+    ));
+    all.push((QueueAttributeName::RedrivePolicy, redrive.to_string()));
+    let url = create_queue(&client, name, &all).await?;
+    tracing::info!(queue = name, dead_letter_queue = dead, "created SQS queue");
+    Ok(SqsQueue { client, url })
 }
 
 /// The URL of queue `name`, `None` when it does not exist.

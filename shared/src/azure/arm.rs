@@ -30,6 +30,11 @@ pub const NETWORK_API_VERSION: &str = "2024-05-01";
 /// The Microsoft.Compute api-version every compute call pins.
 pub const COMPUTE_API_VERSION: &str = "2024-07-01";
 
+/// How many times a delete whose operation failed is sent, the first
+/// included (each send has its own retries): an early revoke is answered
+/// while the caller waits.
+pub const OPERATION_ATTEMPTS: u32 = 3;
+
 /// How patient the client is.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -195,15 +200,38 @@ impl Arm {
     }
 
     /// DELETEs a resource and waits for it to be gone. `Ok(false)` when it
-    /// was not there.
+    /// was not there. A delete whose operation ended failed in a way that
+    /// may pass (`InternalServerError`, canceled by an overlapping write)
+    /// is sent again, up to [`OPERATION_ATTEMPTS`] times in all.
     pub async fn delete(&self, id: &str, api_version: &str) -> Result<bool, ArmError> {
+        let mut backoff = self.retry.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.delete_once(id, api_version).await {
+                Err(Failed::Operation(e)) if e.status >= 500 && attempt < OPERATION_ATTEMPTS => {
+                    tracing::warn!(code = %e.code, resource = id, attempt, "the delete operation failed; deleting again");
+                    attempt += 1;
+                    tokio::time::sleep(backoff.min(self.retry.max_wait)).await;
+                    backoff *= 2;
+                }
+                Err(Failed::Operation(e) | Failed::Call(e)) => return Err(e),
+                Ok(gone) => return Ok(gone),
+            }
+        }
+    }
+
+    async fn delete_once(&self, id: &str, api_version: &str) -> Result<bool, Failed> {
         let answer = match self
-            .call(Method::DELETE, &self.url(id, api_version)?, None)
+            .call(
+                Method::DELETE,
+                &self.url(id, api_version).map_err(Failed::Call)?,
+                None,
+            )
             .await
         {
             Ok(answer) => answer,
             Err(e) if e.status == 404 => return Ok(false),
-            Err(e) => return Err(e),
+            Err(e) => return Err(Failed::Call(e)),
         };
         if answer.status == StatusCode::NO_CONTENT {
             return Ok(false);
@@ -211,11 +239,14 @@ impl Arm {
         if answer.status != StatusCode::ACCEPTED {
             return Ok(true);
         }
-        if let Some(op) = header(&answer.headers, "azure-asyncoperation") {
-            self.await_operation(&op, &answer.headers).await?;
+        let waited = if let Some(op) = header(&answer.headers, "azure-asyncoperation") {
+            self.await_operation(&op, &answer.headers).await
         } else if let Some(location) = header(&answer.headers, "location") {
-            self.await_location(&location, &answer.headers).await?;
-        }
+            self.await_location(&location, &answer.headers).await
+        } else {
+            Ok(())
+        };
+        waited.map_err(Failed::Operation)?;
         Ok(true)
     }
 
@@ -459,6 +490,13 @@ impl Arm {
     }
 }
 
+/// How a long-running call failed: the call itself (already retried), or
+/// the operation it started.
+enum Failed {
+    Call(ArmError),
+    Operation(ArmError),
+}
+
 /// Sends a request and reads its whole answer; a transport failure at
 /// either step is one error, retried alike.
 async fn exchange(
@@ -526,7 +564,7 @@ mod tests {
             },
         };
         let http = reqwest::Client::new();
-        let tokens = TokenSource::new(http.clone(), &config);
+        let tokens = TokenSource::new(http.clone(), &config, Duration::from_secs(5));
         Arm::new(http, base, tokens, RetryPolicy::default())
     }
 

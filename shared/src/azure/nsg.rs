@@ -48,7 +48,8 @@ use crate::domain::{
     AzureVm, Cloud, Grant, Justification, Policy, Port, Protocol, SourcePrefix, VmId,
 };
 use crate::ports::{
-    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, PolicyStore, RuleKey, VmFacts,
+    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, PolicyStore, RuleKey, Scope,
+    VmFacts,
 };
 
 /// How many times a grant tries another priority after losing one to a
@@ -74,6 +75,10 @@ impl std::fmt::Debug for AzureFirewall {
     }
 }
 
+/// The sweep scope of the NSGs that policies name in subscriptions
+/// `JITVM_AZURE_SUBSCRIPTIONS` no longer lists: their grants expire too.
+pub const OTHER_SUBSCRIPTIONS: &str = "other-subscriptions";
+
 /// Where one VM's rules go.
 #[derive(Debug, Clone)]
 struct Target {
@@ -93,13 +98,17 @@ impl AzureFirewall {
         // Building fails only if the TLS backend cannot start, and then so
         // would the default client: that is a broken deployment, at start-up.
         let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(std::time::Duration::from_secs(5))
             // ARM and the token endpoint do not redirect; following one
             // could carry the token or the client secret to another host.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        let tokens = TokenSource::new(http.clone(), config);
+        let tokens = TokenSource::new(
+            http.clone(),
+            config,
+            retry.request_timeout.min(super::token::TOKEN_TIMEOUT),
+        );
         Self {
             arm: Arm::new(http, &config.arm_url, tokens, retry),
             subscriptions: config.subscriptions.clone(),
@@ -354,9 +363,15 @@ impl AzureFirewall {
         }))
     }
 
-    /// Every NSG the sweep reads, with the VMs that policies put there.
+    /// Every NSG of scope `scope` the sweep reads, with the VMs that
+    /// policies put there: for a subscription, those it lists and those
+    /// policies name there; for [`OTHER_SUBSCRIPTIONS`], those policies name
+    /// in subscriptions no longer configured (so their grants still
+    /// expire). The policies are a help, not a need: without them a
+    /// subscription's NSGs are still swept.
     async fn sweep_targets(
         &self,
+        scope: &str,
     ) -> Result<
         (
             BTreeMap<String, (String, Option<Value>)>,
@@ -365,34 +380,43 @@ impl AzureFirewall {
         AdapterError,
     > {
         let mut nsgs: BTreeMap<String, (String, Option<Value>)> = BTreeMap::new();
-        let mut failures = Vec::new();
-        let mut sources = 0;
-        for sub in &self.subscriptions {
-            sources += 1;
+        let listed = if scope == OTHER_SUBSCRIPTIONS {
+            None
+        } else {
+            let sub = scope;
             let path =
                 format!("/subscriptions/{sub}/providers/Microsoft.Network/networkSecurityGroups");
             match self.arm.list(&path, NETWORK_API_VERSION).await {
-                Ok(list) => {
-                    for nsg in list {
-                        if let Some(id) = nsg.get("id").and_then(Value::as_str) {
-                            nsgs.insert(
-                                id.to_ascii_lowercase(),
-                                (id.to_owned(), Some(nsg.clone())),
-                            );
-                        }
-                    }
-                }
+                Ok(listed) => Some(listed),
                 Err(e) => {
                     let e = e.into_adapter(&format!("listing the NSGs of subscription {sub}"));
-                    tracing::error!(subscription = %sub, error = %e, "cannot list NSGs; sweeping the rest");
-                    failures.push(e);
+                    if self.policies.is_none() {
+                        return Err(e);
+                    }
+                    tracing::error!(subscription = %sub, error = %e, "cannot list NSGs; sweeping those the policies name");
+                    None
                 }
             }
+        };
+        for nsg in listed.iter().flatten() {
+            if let Some(id) = nsg.get("id").and_then(Value::as_str) {
+                nsgs.insert(id.to_ascii_lowercase(), (id.to_owned(), Some(nsg.clone())));
+            }
         }
+        let in_scope = |nsg: &str| {
+            let sub = subscription_of(nsg);
+            if scope == OTHER_SUBSCRIPTIONS {
+                !self
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(&sub))
+            } else {
+                sub.eq_ignore_ascii_case(scope)
+            }
+        };
         // VM keys of the policies, to tell whose address a rule opens.
         let mut keys = HashMap::new();
         if let Some(store) = &self.policies {
-            sources += 1;
             match store.list_policies().await {
                 Ok(entries) => {
                     for entry in entries {
@@ -401,17 +425,16 @@ impl AzureFirewall {
                         };
                         keys.insert(azure_vm_key(vm), entry.policy.vm().clone());
                         let id = entry.enablement.firewall;
-                        nsgs.entry(id.to_ascii_lowercase()).or_insert((id, None));
+                        if in_scope(&id) {
+                            nsgs.entry(id.to_ascii_lowercase()).or_insert((id, None));
+                        }
                     }
                 }
+                Err(e) if listed.is_none() => return Err(e),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot list policies; sweeping the subscriptions' NSGs only");
-                    failures.push(e);
+                    tracing::error!(error = %e, "cannot list policies; sweeping the subscription's NSGs only");
                 }
             }
-        }
-        if sources > 0 && failures.len() == sources {
-            return Err(failures.remove(0));
         }
         Ok((nsgs, keys))
     }
@@ -805,8 +828,21 @@ impl Firewall for AzureFirewall {
         })
     }
 
-    async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
-        let (nsgs, keys) = self.sweep_targets().await?;
+    fn scopes(&self) -> Vec<Scope> {
+        let others = self.policies.as_ref().map(|_| OTHER_SUBSCRIPTIONS);
+        self.subscriptions
+            .iter()
+            .map(String::as_str)
+            .chain(others)
+            .map(|name| Scope {
+                cloud: Cloud::Azure,
+                name: name.to_owned(),
+            })
+            .collect()
+    }
+
+    async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError> {
+        let (nsgs, keys) = self.sweep_targets(&scope.name).await?;
         let mut found = Vec::new();
         let mut failures = Vec::new();
         let count = nsgs.len();
@@ -844,6 +880,19 @@ impl Firewall for AzureFirewall {
         }
         if count > 0 && failures.len() == count {
             return Err(failures.remove(0));
+        }
+        Ok(found)
+    }
+
+    async fn rules_at(&self, keys: &[RuleKey]) -> Result<Vec<FoundRule>, AdapterError> {
+        let mut found = Vec::new();
+        for key in keys.iter().filter(|k| k.cloud == Cloud::Azure) {
+            let path = rule_path(&key.firewall, &key.rule);
+            match self.arm.get(&path, NETWORK_API_VERSION).await {
+                Ok(rule) => found.extend(grant_rules(&[rule], &key.firewall, None, None)),
+                Err(e) if e.status == 404 => {}
+                Err(e) => return Err(e.into_adapter(&format!("reading rule {path}"))),
+            }
         }
         Ok(found)
     }

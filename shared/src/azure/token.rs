@@ -21,6 +21,14 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// Tokens are renewed this long before they expire (or at half their life,
 /// if that is shorter), so no call goes out with a token about to lapse.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// How long a token request may take, from connecting to the last byte: an
+/// endpoint that accepts and never answers fails the calls that need a
+/// token, not everything behind them.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after a failed token request no other is made: the calls that
+/// need a token fail at once meanwhile (a sweep, a batch of timers), and
+/// their own retries come after it.
+pub const FAILED_FOR: Duration = Duration::from_secs(5);
 
 /// A source of ARM access tokens, cached.
 pub struct TokenSource {
@@ -29,7 +37,11 @@ pub struct TokenSource {
     client_id: String,
     credential: AzureCredential,
     scope: String,
+    timeout: Duration,
     cached: Mutex<Option<Cached>>,
+    /// When the last fetch failed, and how: for [`FAILED_FOR`] after it,
+    /// callers fail at once rather than each waiting out a timeout.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 struct Cached {
@@ -52,7 +64,9 @@ struct TokenError {
 }
 
 impl TokenSource {
-    pub fn new(http: reqwest::Client, config: &AzureConfig) -> Self {
+    /// A source asking `config`'s endpoint, each request given `timeout`
+    /// at most (the client's connect timeout applies within it).
+    pub fn new(http: reqwest::Client, config: &AzureConfig, timeout: Duration) -> Self {
         Self {
             http,
             endpoint: format!(
@@ -62,7 +76,9 @@ impl TokenSource {
             client_id: config.client_id.clone(),
             credential: config.credential.clone(),
             scope: config.scope.clone(),
+            timeout,
             cached: Mutex::new(None),
+            failed: Mutex::new(None),
         }
     }
 
@@ -72,7 +88,21 @@ impl TokenSource {
         if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.renew_at) {
             return Ok(c.token.clone());
         }
-        let fresh = self.fetch().await?;
+        if let Some((at, why)) = self.failed.lock().await.as_ref()
+            && at.elapsed() < FAILED_FOR
+        {
+            return Err(AdapterError::Transient {
+                message: why.clone(),
+                source: None,
+            });
+        }
+        let fresh = match self.fetch().await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                *self.failed.lock().await = Some((Instant::now(), e.to_string()));
+                return Err(e);
+            }
+        };
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -116,6 +146,7 @@ impl TokenSource {
             .http
             .post(&self.endpoint)
             .form(&form)
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| {

@@ -235,6 +235,21 @@ pub fn decided(record: &RequestRecord, verb: Verb) -> Value {
     )
 }
 
+/// A revoke whose rule the cloud would not remove at once: the record is
+/// revoked, the rule still open, and `warning` says what happens to it.
+pub fn revoke_pending(record: &RequestRecord, warning: &str) -> Value {
+    let vm = escape(record.vm().short_name());
+    let id = escape(record.id().as_str());
+    let text = format!(
+        ":warning: Request `{id}` for *{vm}* is revoked, but its rule is still open: {}",
+        escape(warning)
+    );
+    ephemeral(
+        first_line(&text).to_owned(),
+        vec![section(&text), context(&request_context(record))],
+    )
+}
+
 /// `message` as the answer to a button click: it replaces the message that
 /// held the buttons, so they cannot be clicked twice.
 pub fn replace_original(message: Value) -> Value {

@@ -22,7 +22,7 @@ pub use command::{
 pub use form::{Action, Interaction, SlackError, SlashCommand, is_slack_id};
 pub use message::{
     Verb, accepted, decided, escape, help, pending_list, refused, remaining, replace_original,
-    status,
+    revoke_pending, status,
 };
 pub use post::{POST_TIMEOUT, check_response_url, post_response, response_client};
 pub use resolve::resolve_vm;

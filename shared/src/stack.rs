@@ -1,29 +1,35 @@
-//! The AWS side of a deployment, wired once at start-up.
+//! A deployment, wired once at start-up: the state on AWS (DynamoDB, SQS)
+//! and the firewall of every configured cloud.
+//!
+//! This is the one place where the clouds meet: [`crate::aws`] knows only
+//! AWS, [`crate::azure`] only Azure, and [`crate::cloud::Clouds`] routes
+//! each call to one of them.
 
 use std::sync::Arc;
 
-use super::{CallCounter, dynamo, ec2, sqs};
-use crate::ports::AdapterError;
+use crate::aws::{CallCounter, dynamo, ec2, sqs};
+use crate::ports::{AdapterError, Firewall, PolicyStore};
 
-/// The AWS side of a deployment, built once at start-up from the
-/// environment: the SDK config, the firewall over every configured cloud,
-/// and the DynamoDB store.
-pub struct AwsStack {
+/// A deployment built from the environment: the SDK config, the firewall
+/// over every configured cloud, the DynamoDB store.
+pub struct Stack {
     pub config: aws_config::SdkConfig,
     pub firewall: crate::cloud::Clouds,
     pub store: dynamo::DynamoStore,
     /// The settings it was built from, with secrets given by ARN already
-    /// read (see [`resolve_secrets`]).
+    /// read (see [`crate::aws::resolve_secrets`]).
     pub settings: crate::config::Settings,
 }
 
-impl AwsStack {
+impl Stack {
     /// Loads the SDK config (region, credentials, `AWS_ENDPOINT_URL`),
     /// reads the Azure client secret and the Slack signing secret from
     /// Secrets Manager when they are given by ARN, and builds the clients.
     pub async fn connect(settings: &crate::config::Settings) -> Result<Self, AdapterError> {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let settings = resolve_secrets(&config, settings).await?;
+        let config = crate::aws::bounded(
+            aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        );
+        let settings = crate::aws::resolve_secrets(&config, settings).await?;
         Ok(Self::with_config(config, &settings, None))
     }
 
@@ -43,14 +49,16 @@ impl AwsStack {
         )
     }
 
-    /// As [`AwsStack::with_config`], with the Azure client's patience given
-    /// (tests shorten the waits).
+    /// As [`Stack::with_config`], with the Azure client's patience given
+    /// (tests shorten the waits). Every AWS call gets the deployment's
+    /// connect and total timeouts ([`crate::aws::bounded`]).
     pub fn with_azure_retry(
         config: aws_config::SdkConfig,
         settings: &crate::config::Settings,
         counter: Option<CallCounter>,
         retry: crate::azure::RetryPolicy,
     ) -> Self {
+        let config = crate::aws::bounded(config);
         let ec2 = ec2::Ec2Firewall::new(
             &config,
             ec2::Ec2Settings {
@@ -67,12 +75,12 @@ impl AwsStack {
             },
         );
         let azure = settings.azure.as_ref().map(|azure| {
-            let policies: Arc<dyn crate::ports::PolicyStore> = Arc::new(store.clone());
+            let policies: Arc<dyn PolicyStore> = Arc::new(store.clone());
             Arc::new(crate::azure::AzureFirewall::new(
                 azure,
                 retry,
                 Some(policies),
-            )) as Arc<dyn crate::ports::Firewall>
+            )) as Arc<dyn Firewall>
         });
         Self {
             firewall: crate::cloud::Clouds {
@@ -96,50 +104,17 @@ impl AwsStack {
             None => sqs::SqsQueue::ensure(&self.config, &settings.request_queue).await,
         }
     }
-}
 
-/// `settings` with the Azure client secret and the Slack signing secret
-/// read from Secrets Manager when they are given by ARN (so they are never
-/// in the function's environment).
-pub async fn resolve_secrets(
-    config: &aws_config::SdkConfig,
-    settings: &crate::config::Settings,
-) -> Result<crate::config::Settings, AdapterError> {
-    let mut settings = settings.clone();
-    if let Some(azure) = settings.azure.as_mut()
-        && let crate::config::AzureCredential::SecretArn(arn) = &azure.credential
-    {
-        let secret = read_secret(config, arn, "Azure client secret").await?;
-        azure.credential = crate::config::AzureCredential::Secret(secret);
+    /// The expiry queue each grant's timer waits on: by URL when
+    /// configured, else looked up (and, for the local stack, created) by
+    /// name.
+    pub async fn timers(
+        &self,
+        settings: &crate::config::Settings,
+    ) -> Result<sqs::SqsQueue, AdapterError> {
+        match &settings.expiry_queue_url {
+            Some(url) => Ok(sqs::SqsQueue::new(&self.config, url.clone())),
+            None => sqs::SqsQueue::ensure_standard(&self.config, &settings.expiry_queue).await,
+        }
     }
-    if let Some(crate::config::Secret::Arn(arn)) = &settings.slack_signing_secret {
-        let secret = read_secret(config, arn, "Slack signing secret").await?;
-        settings.slack_signing_secret = Some(crate::config::Secret::Value(secret));
-    }
-    Ok(settings)
-}
-
-/// The `SecretString` of a Secrets Manager secret.
-async fn read_secret(
-    config: &aws_config::SdkConfig,
-    arn: &str,
-    what: &str,
-) -> Result<String, AdapterError> {
-    let answer = aws_sdk_secretsmanager::Client::new(config)
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| super::sdk_error(&format!("reading the {what} {arn}"), e))?;
-    answer
-        .secret_string()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            AdapterError::permanent(
-                "SecretUnreadable",
-                format!("secret {arn} has no SecretString: store the {what} as plain text"),
-            )
-        })
 }

@@ -1,0 +1,178 @@
+//! The minute sweep, the backstop of the timers: every jitvm rule whose end
+//! time has passed, on every jitvm firewall, is removed, and drift with it.
+//!
+//! Each scope (an AWS region, an Azure subscription) is listed and cleaned
+//! on its own, all at once, each within [`ExpireApp::scope_deadline`]: one
+//! cloud hung or failing never holds another's expired rules open.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jitvm_core::ports::{AdapterError, Scope};
+use jitvm_core::rule::plan_sweep;
+use jitvm_core::{RequestStatus, StatusReason, records};
+use serde::Serialize;
+
+use crate::ExpireApp;
+use crate::close::{Closed, close};
+
+/// The most timed-out requests one sweep denies; the rest wait for the
+/// next sweep, a minute later.
+pub const MAX_TIMEOUTS_PER_SWEEP: usize = 200;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    pub examined: usize,
+    pub active: usize,
+    pub expired: usize,
+    pub drift: usize,
+    pub revoked: usize,
+    pub records_updated: usize,
+    /// Records that could not be updated this time (the rules are gone all
+    /// the same); the next sweep does not retry them, the log has them.
+    pub record_errors: usize,
+    /// Requests denied because no approver decided in time.
+    pub approvals_timed_out: usize,
+    /// The scopes swept (regions, subscriptions).
+    pub scopes: usize,
+    /// The scopes that failed or ran out of time, with why: the next sweep
+    /// finds what they left, since it is still expired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_scopes: Vec<String>,
+}
+
+/// What the sweep of one scope found and did.
+#[derive(Debug, Clone, Copy, Default)]
+struct ScopeSweep {
+    examined: usize,
+    active: usize,
+    expired: usize,
+    drift: usize,
+    closed: Closed,
+}
+
+/// Sweeps once at `now`. Fails only when every scope failed.
+pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, AdapterError> {
+    let scopes = app.firewall.scopes();
+    let (swept, timed_out) = futures_util::join!(
+        futures_util::future::join_all(scopes.iter().map(|s| sweep_scope(app, s, now))),
+        time_out_pending(app, now),
+    );
+    let (approvals_timed_out, pending_errors) = timed_out;
+    let mut summary = SweepSummary {
+        approvals_timed_out,
+        record_errors: pending_errors,
+        scopes: scopes.len(),
+        ..SweepSummary::default()
+    };
+    let mut first_failure = None;
+    for (scope, result) in scopes.iter().zip(swept) {
+        match result {
+            Ok(s) => {
+                summary.examined += s.examined;
+                summary.active += s.active;
+                summary.expired += s.expired;
+                summary.drift += s.drift;
+                summary.revoked += s.closed.revoked;
+                summary.records_updated += s.closed.records_updated;
+                summary.record_errors += s.closed.record_errors;
+            }
+            Err(e) => {
+                tracing::error!(scope = %scope, error = %e, "the sweep of this scope failed; the others went on");
+                summary.failed_scopes.push(format!("{scope}: {e}"));
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    tracing::info!(
+        approvals_timed_out = summary.approvals_timed_out,
+        examined = summary.examined,
+        expired = summary.expired,
+        drift = summary.drift,
+        revoked = summary.revoked,
+        failed_scopes = summary.failed_scopes.len(),
+        "sweep done"
+    );
+    match first_failure {
+        Some(e) if summary.failed_scopes.len() == scopes.len() => Err(e),
+        _ => Ok(summary),
+    }
+}
+
+/// Lists one scope's rules and closes the expired ones and drift, within
+/// the scope's deadline.
+async fn sweep_scope(
+    app: &ExpireApp<'_>,
+    scope: &Scope,
+    now: Timestamp,
+) -> Result<ScopeSweep, AdapterError> {
+    let work = async {
+        let rules = app.firewall.rules_in(scope).await?;
+        let examined = rules.len();
+        let plan = plan_sweep(
+            rules.into_iter().map(|r| {
+                let decoded = r.decoded.clone();
+                (r, decoded)
+            }),
+            now,
+        );
+        let closed = close(app, &plan.expired, &plan.drift, StatusReason::Expired, now).await?;
+        Ok(ScopeSweep {
+            examined,
+            active: plan.active.len(),
+            expired: plan.expired.len(),
+            drift: plan.drift.len(),
+            closed,
+        })
+    };
+    tokio::time::timeout(app.scope_deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(out_of_time(scope, app.scope_deadline)))
+}
+
+fn out_of_time(scope: &Scope, deadline: Duration) -> AdapterError {
+    AdapterError::Transient {
+        message: format!(
+            "the sweep of {scope} did not finish within {} s",
+            deadline.as_secs_f64()
+        ),
+        source: None,
+    }
+}
+
+/// Denies the requests still pending after the approval timeout; returns
+/// how many it denied and how many failed. Failures are logged: the next
+/// sweep finds the same requests again.
+async fn time_out_pending(app: &ExpireApp<'_>, now: Timestamp) -> (usize, usize) {
+    let Some(cutoff) = now.checked_sub(app.approval_timeout).ok() else {
+        return (0, 0);
+    };
+    let stale = match app
+        .requests
+        .pending_requests(cutoff, MAX_TIMEOUTS_PER_SWEEP)
+        .await
+    {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list the requests waiting for approval");
+            return (0, 1);
+        }
+    };
+    let (mut denied, mut errors) = (0, 0);
+    for record in stale {
+        let id = record.id();
+        let result =
+            records::update(app.requests, id, |r| r.time_out(app.approval_timeout, now)).await;
+        match result {
+            Ok(Some(r)) if r.status() == RequestStatus::Denied => denied += 1,
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                tracing::error!(request_id = %id, error = %e, "could not deny a timed-out request");
+            }
+        }
+    }
+    (denied, errors)
+}
