@@ -1,0 +1,300 @@
+//! Expiry benchmarks: how late each grant closes (on the timer path, and on
+//! the backstop path with timers dropped), how long a sweep takes with one
+//! cloud hung, and what one expiry costs in cloud calls.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use jitvm_core::expiry::Timer;
+use jitvm_core::ports::{Firewall, RuleKey};
+use jitvm_core::{RequestId, VmId};
+use jitvm_tests::arm_fake::{Fault, FaultKind};
+use jitvm_tests::stack::{ALICE, RG_STACK, Stack, azure_vm, enable};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::{bench_policy, report};
+
+/// Grants per cloud and path.
+const GRANTS: usize = 50;
+/// The sweep interval the backstop runs at (the deployment's).
+const SWEEP: Duration = Duration::from_secs(60);
+/// The shortest grant; the others end up to one sweep cycle later.
+const FIRST_END: u64 = 20;
+
+/// Where grants of one cloud open: the VM and how to see its open grants.
+struct Target {
+    vm: String,
+    /// The jitvm group (EC2) or the NSG (Azure).
+    firewall: String,
+    azure: bool,
+}
+
+impl Target {
+    /// The request ids of the grants open now.
+    async fn open(&self, stack: &Stack) -> Vec<String> {
+        if self.azure {
+            return stack
+                .arm
+                .rules(&self.firewall)
+                .iter()
+                .filter_map(|r| r["name"].as_str())
+                .filter(|n| n.starts_with("jitvm-") && !n.starts_with("jitvm-deny-"))
+                .filter_map(|n| n.rsplit('-').next().map(str::to_owned))
+                .collect();
+        }
+        stack
+            .ingress_rules_of_group(&self.firewall)
+            .await
+            .iter()
+            .flat_map(|r| r.tags().to_vec())
+            .filter(|t| t.key() == Some("jitvm:request"))
+            .filter_map(|t| t.value().map(str::to_owned))
+            .collect()
+    }
+}
+
+pub async fn run(stack: &Stack) {
+    let ec2 = ec2_target(stack).await;
+    let azure = azure_target(stack, "bench-expiry").await;
+
+    // Timer path: the timers run, no sweep.
+    let timers = stack.run_timers();
+    overshoot(stack, &[&ec2, &azure], "timer path (no sweep running)", 0).await;
+    timers.abort();
+
+    // Backstop path: timers dropped, the sweep every minute.
+    let sweeper = tokio::spawn(std::sync::Arc::clone(&stack.host).run_sweeper(SWEEP));
+    overshoot(
+        stack,
+        &[&ec2, &azure],
+        &format!(
+            "backstop path (timers dropped, sweep every {} s)",
+            SWEEP.as_secs()
+        ),
+        1,
+    )
+    .await;
+    sweeper.abort();
+    drop_timers(stack).await;
+
+    calls_per_expiry(stack, &ec2, &azure).await;
+    hung_cloud(stack).await;
+}
+
+async fn ec2_target(stack: &Stack) -> Target {
+    let vm = stack.instance(&[]).await;
+    let group = enable(stack, &vm.arn, bench_policy()).await["firewall"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Target {
+        vm: vm.arn,
+        firewall: group,
+        azure: false,
+    }
+}
+
+async fn azure_target(stack: &Stack, name: &str) -> Target {
+    let (vm, nsg) = azure_vm(&stack.arm, RG_STACK, name, "10.0.0.5");
+    enable(stack, &vm, bench_policy()).await;
+    Target {
+        vm,
+        firewall: nsg,
+        azure: true,
+    }
+}
+
+/// Asks for `GRANTS` grants on each target, their ends spread over one
+/// sweep cycle, and reports when each closed against its end time.
+async fn overshoot(stack: &Stack, targets: &[&Target], path: &str, round: u8) {
+    let mut ends: Vec<BTreeMap<String, Timestamp>> = vec![BTreeMap::new(); targets.len()];
+    let spread = SWEEP.as_millis() as u64 / GRANTS as u64;
+    for i in 0..GRANTS {
+        for (t, target) in targets.iter().enumerate() {
+            let seconds = FIRST_END + (i as u64 * spread) / 1000;
+            let source = format!("198.51.{}.{}", 100 + round * 2 + t as u8, i + 1);
+            let body = json!({"virtualMachines": [{"id": target.vm, "ports": [{"number": 22,
+                "duration": format!("PT{seconds}S"), "allowedSourceAddressPrefix": source}]}]});
+            let (status, accepted) = stack
+                .call(
+                    Method::POST,
+                    "/v1/requests",
+                    Some(ALICE),
+                    Some(body.to_string()),
+                )
+                .await;
+            assert_eq!(status, 202, "{accepted}");
+            let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+            let end = accepted["virtualMachines"][0]["ports"][0]["endTimeUtc"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("an end time");
+            ends[t].insert(id, end);
+        }
+    }
+    let mut late: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    let mut seen: Vec<std::collections::BTreeSet<String>> = vec![Default::default(); targets.len()];
+    let deadline = Instant::now() + SWEEP * 4;
+    while late.iter().map(Vec::len).sum::<usize>() < GRANTS * targets.len() {
+        assert!(
+            Instant::now() < deadline,
+            "grants still open after {:?}",
+            SWEEP * 4
+        );
+        for (t, target) in targets.iter().enumerate() {
+            let open = target.open(stack).await;
+            let now = Timestamp::now();
+            for (id, end) in &ends[t] {
+                if open.contains(id) {
+                    seen[t].insert(id.clone());
+                } else if seen[t].remove(id) {
+                    let d = now.duration_since(*end);
+                    late[t].push(Duration::try_from(d).unwrap_or(Duration::ZERO));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (t, target) in targets.iter().enumerate() {
+        let cloud = if target.azure { "Azure" } else { "EC2" };
+        report(&format!("expiry overshoot, {cloud}, {path}"), &mut late[t]);
+    }
+}
+
+/// Empties the expiry queue: the timers of grants already closed.
+async fn drop_timers(stack: &Stack) {
+    let _ = stack
+        .sqs
+        .purge_queue()
+        .queue_url(stack.host.timers.url())
+        .send()
+        .await;
+}
+
+/// The timer of request `id` on `vm`, due at `close_at`, as the grant set it.
+async fn timer_of(stack: &Stack, vm: &str, id: &str, close_at: Timestamp) -> Timer {
+    let vm = VmId::parse(vm).expect("a VM id");
+    let rules: Vec<RuleKey> = stack
+        .host
+        .stack
+        .firewall
+        .rules_of(&vm)
+        .await
+        .expect("rules")
+        .into_iter()
+        .filter(|r| {
+            r.decoded
+                .as_ref()
+                .is_ok_and(|m| m.request_id.as_str() == id)
+        })
+        .map(|r| r.key)
+        .collect();
+    Timer::expiry(RequestId::parse(id).expect("an id"), vm, rules, close_at)
+}
+
+/// Cloud calls one timer makes to close its grant.
+async fn calls_per_expiry(stack: &Stack, ec2: &Target, azure: &Target) {
+    for target in [ec2, azure] {
+        let body = json!({"virtualMachines": [{"id": target.vm, "ports": [{"number": 22,
+            "duration": "PT30M", "allowedSourceAddressPrefix": "198.51.210.1"}]}]});
+        let (_, accepted) = stack
+            .call(
+                Method::POST,
+                "/v1/requests",
+                Some(ALICE),
+                Some(body.to_string()),
+            )
+            .await;
+        let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+        while !target.open(stack).await.contains(&id) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let end = Timestamp::now() + SignedDuration::from_mins(30);
+        let timer = timer_of(stack, &target.vm, &id, end).await;
+        stack.counter.reset();
+        stack.arm.clear_calls();
+        let later = end + SignedDuration::from_secs(1);
+        let closed = jitvm_expire::fire(&stack.expire_app(), &timer, later)
+            .await
+            .expect("the timer closes its grant");
+        assert_eq!(closed.revoked, 1);
+        if target.azure {
+            let calls = stack.arm.calls();
+            let by: BTreeMap<String, usize> = calls.iter().fold(BTreeMap::new(), |mut m, c| {
+                *m.entry(c.method.clone()).or_default() += 1;
+                m
+            });
+            println!("ARM calls per expiry (timer): {} {by:?}", calls.len());
+        } else {
+            println!(
+                "EC2 calls per expiry (timer): {} {:?}",
+                stack.counter.total(),
+                stack.counter.snapshot()
+            );
+        }
+    }
+}
+
+/// How long a sweep takes, and how soon the EC2 grants it closes are gone,
+/// while Azure hangs: its token endpoint, then ARM itself.
+async fn hung_cloud(stack: &Stack) {
+    let hang = || FaultKind::Latency(Duration::from_secs(3600));
+    let cases = [
+        (
+            "token endpoint",
+            Fault::new(None, "/oauth2/", u32::MAX, hang()),
+        ),
+        ("ARM", Fault::new(None, "/subscriptions/", u32::MAX, hang())),
+    ];
+    for (n, (what, fault)) in cases.into_iter().enumerate() {
+        let ec2 = ec2_target(stack).await;
+        let azure = azure_target(stack, &format!("bench-hung-{n}")).await;
+        for target in [&ec2, &azure] {
+            let body = json!({"virtualMachines": [{"id": target.vm, "ports": [{"number": 22,
+                "duration": "PT30M", "allowedSourceAddressPrefix": "198.51.220.1"}]}]});
+            let (_, accepted) = stack
+                .call(
+                    Method::POST,
+                    "/v1/requests",
+                    Some(ALICE),
+                    Some(body.to_string()),
+                )
+                .await;
+            let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+            while !target.open(stack).await.contains(&id) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stack.arm.inject(fault);
+        stack.arm.expire_tokens();
+        let later = Timestamp::now() + SignedDuration::from_hours(1);
+        let t0 = Instant::now();
+        let sweep = stack.host.sweep_once(later);
+        let watch = async {
+            while !ec2.open(stack).await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            t0.elapsed()
+        };
+        let (summary, ec2_closed) = tokio::join!(sweep, watch);
+        let took = t0.elapsed();
+        let summary = summary.expect("the sweep returns");
+        println!(
+            "sweep with Azure's {what} hung: EC2 grants closed after {:.0} ms, sweep returned after {:.1} s (scope deadline {} s), failed scopes {:?}",
+            ec2_closed.as_secs_f64() * 1000.0,
+            took.as_secs_f64(),
+            stack.host.scope_deadline.as_secs(),
+            summary
+                .failed_scopes
+                .iter()
+                .map(|f| f.split(": ").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+        );
+        stack.arm.clear_faults();
+        let _ = stack.host.sweep_once(later).await;
+    }
+}
