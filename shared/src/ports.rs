@@ -161,7 +161,6 @@ pub struct Opened {
     pub already_open: bool,
 }
 
-/// The firewall of one or more clouds.
 /// Removes every rule of request `id` on `vm`, or only those on `ports`
 /// when given; returns how many were removed.
 pub async fn close_request_rules(
@@ -184,6 +183,7 @@ pub async fn close_request_rules(
     firewall.revoke(&keys).await
 }
 
+/// The firewall of one or more clouds.
 #[async_trait]
 pub trait Firewall: Send + Sync {
     /// Looks a VM up. `NotFound` when it does not exist.
@@ -228,27 +228,27 @@ pub trait Firewall: Send + Sync {
     /// Every rule on the jitvm-managed firewalls of one scope.
     async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError>;
 
-    /// Every rule on every jitvm-managed firewall, the scopes read one
-    /// after the other. Fails only if every scope failed.
+    /// Every rule on every jitvm-managed firewall, the scopes read at
+    /// once. Fails only if every scope failed.
     async fn rules(&self) -> Result<Vec<FoundRule>, AdapterError> {
-        let mut found = Vec::new();
-        let mut failure = None;
         let scopes = self.scopes();
-        let mut failed = 0;
-        for scope in &scopes {
-            match self.rules_in(scope).await {
+        let listed =
+            futures_util::future::join_all(scopes.iter().map(|scope| self.rules_in(scope))).await;
+        let mut found = Vec::new();
+        let mut failures = Vec::new();
+        for (scope, result) in scopes.iter().zip(listed) {
+            match result {
                 Ok(rules) => found.extend(rules),
                 Err(e) => {
                     tracing::error!(scope = %scope, error = %e, "cannot list the rules of this scope");
-                    failed += 1;
-                    failure = Some(e);
+                    failures.push(e);
                 }
             }
         }
-        match failure {
-            Some(e) if failed == scopes.len() => Err(e),
-            _ => Ok(found),
+        if !failures.is_empty() && failures.len() == scopes.len() {
+            return Err(failures.remove(0));
         }
+        Ok(found)
     }
 
     /// The rules still at `keys`, read now; those gone are left out. An

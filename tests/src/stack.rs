@@ -63,6 +63,32 @@ where
     }
 }
 
+/// The timer the grant function sets for request `id`'s rules on `vm`, due
+/// at `close_at`: its rules read back from `firewall`.
+pub async fn timer_of(
+    firewall: &dyn jitvm_core::ports::Firewall,
+    vm: &str,
+    id: &str,
+    close_at: jiff::Timestamp,
+) -> jitvm_core::expiry::Timer {
+    let vm = jitvm_core::VmId::parse(vm).expect("a VM id");
+    let rules: Vec<jitvm_core::ports::RuleKey> = firewall
+        .rules_of(&vm)
+        .await
+        .expect("the VM's rules are read")
+        .into_iter()
+        .filter(|r| {
+            r.decoded
+                .as_ref()
+                .is_ok_and(|m| m.request_id.as_str() == id)
+        })
+        .map(|r| r.key)
+        .collect();
+    assert!(!rules.is_empty(), "{id} has rules on {vm}");
+    let id = jitvm_core::RequestId::parse(id).expect("a request id");
+    jitvm_core::expiry::Timer::expiry(id, vm, rules, close_at)
+}
+
 /// The resource group every stack's ARM fake has.
 pub const RG_STACK: &str = "rg-stack";
 

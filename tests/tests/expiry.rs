@@ -4,17 +4,18 @@
 //! grants open, on the timer path or in the sweep. Each test has its own
 //! moto region and its own ARM fake.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use jitvm_core::expiry::Timer;
-use jitvm_core::ports::{Firewall, RuleKey};
-use jitvm_core::{RequestId, VmId};
+use jitvm_core::RequestId;
+use jitvm_core::expiry::{MAX_HOP, Timer};
+use jitvm_core::ports::{AdapterError, ExpiryTimers};
 use jitvm_tests::Moto;
 use jitvm_tests::arm_fake::{ArmFake, Fault, FaultKind};
 use jitvm_tests::stack::{
     ALICE, Instance, RG_STACK, SUBSCRIPTION, Stack, act, ask, azure_vm, drain, enable, eventually,
-    port0, record, request,
+    port0, record, request, timer_of,
 };
 use serde_json::{Value, json};
 
@@ -136,28 +137,6 @@ async fn an_azure_grant_closes_at_its_end_time_by_its_own_timer() {
     assert_expired(&stack, &short).await;
 }
 
-/// The timer a grant sets for its rules, read back from the firewall.
-async fn timer_of(stack: &Stack, vm: &str, id: &str, close_at: Timestamp) -> Timer {
-    let vm = VmId::parse(vm).unwrap();
-    let rules: Vec<RuleKey> = stack
-        .host
-        .stack
-        .firewall
-        .rules_of(&vm)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| {
-            r.decoded
-                .as_ref()
-                .is_ok_and(|m| m.request_id.as_str() == id)
-        })
-        .map(|r| r.key)
-        .collect();
-    assert!(!rules.is_empty(), "{id} has rules");
-    Timer::expiry(RequestId::parse(id).unwrap(), vm, rules, close_at)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timer_never_closes_a_rule_it_was_not_set_for() {
     let stack = Stack::start("us-west-1").await;
@@ -168,7 +147,7 @@ async fn a_timer_never_closes_a_rule_it_was_not_set_for() {
     // Replaced: a newer request for the same port and source takes the
     // older one's place; the older one's timer finds its rule gone.
     let (older, end) = grant(&stack, &vm.arn, "198.51.100.7", "PT10M").await;
-    let older_timer = timer_of(&stack, &vm.arn, &older, end).await;
+    let older_timer = timer_of(&stack.host.stack.firewall, &vm.arn, &older, end).await;
     let (newer, _) = grant(&stack, &vm.arn, "198.51.100.7", "PT1H").await;
     assert_eq!(
         ec2_grants(&stack, &group).await,
@@ -183,7 +162,7 @@ async fn a_timer_never_closes_a_rule_it_was_not_set_for() {
 
     // A timer naming the newer rule for another request, or going off
     // before the rule's own end time, leaves it.
-    let newer_timer = timer_of(&stack, &vm.arn, &newer, end).await;
+    let newer_timer = timer_of(&stack.host.stack.firewall, &vm.arn, &newer, end).await;
     let mut stranger = newer_timer.clone();
     stranger.request_id = RequestId::parse(&older).unwrap();
     for (timer, at) in [(&stranger, later), (&newer_timer, end)] {
@@ -208,52 +187,87 @@ async fn a_timer_never_closes_a_rule_it_was_not_set_for() {
     );
 }
 
+/// The timers set, and their delays, instead of an expiry queue.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(Timer, Duration)>>);
+
+#[async_trait::async_trait]
+impl ExpiryTimers for Recorder {
+    async fn arm(&self, timer: &Timer, delay: Duration) -> Result<(), AdapterError> {
+        self.0.lock().unwrap().push((timer.clone(), delay));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(Timer, Duration)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// An SQS batch holding `timer`, as the expiry queue delivers it.
+fn batch(timer: &Timer) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some("m-1".into());
+    message.body = Some(serde_json::to_string(timer).unwrap());
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records.push(message);
+    event
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_grant_timer_comes_back_in_hops_of_at_most_fifteen_minutes() {
     let stack = Stack::start("us-west-2").await;
     let (vm, _) = ec2_vm(&stack).await;
-    grant(&stack, &vm.arn, "198.51.100.7", "PT2H").await;
-    let attributes = || async {
-        let out = stack
-            .sqs
-            .get_queue_attributes()
-            .queue_url(stack.host.timers.url())
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let get = |name: aws_sdk_sqs::types::QueueAttributeName| {
-            out.attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0)
-        };
-        (
-            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
-            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        )
-    };
-    assert_eq!(attributes().await, (0, 1), "the timer waits, delayed");
+    let recorder = Recorder::default();
 
-    // The two hours are spent: the timer comes back early and is set again
-    // for what is left, not closing anything.
-    let received = stack.host.timers.receive(10, 0).await.unwrap();
-    assert!(received.is_empty(), "a timer two hours out is not back yet");
-    let app = stack.expire_app();
-    let timer = Timer::expiry(
-        RequestId::parse("hop-0001").unwrap(),
-        VmId::parse(&vm.arn).unwrap(),
-        Vec::new(),
-        Timestamp::now() + SignedDuration::from_hours(1),
+    // The grant function sets the first hop: SQS's longest delay.
+    let app = jitvm_grant::GrantApp {
+        timers: &recorder,
+        ..stack.grant_app()
+    };
+    let message = json!({"id": "hop-0001", "requestor": "local:alice",
+        "virtualMachines": [{"id": vm.arn, "ports": [{"number": 22, "duration": "PT2H",
+            "allowedSourceAddressPrefix": "198.51.100.7"}]}]});
+    let accepted = Timestamp::now();
+    assert_eq!(
+        jitvm_grant::process(&app, &message.to_string(), accepted).await,
+        jitvm_grant::Outcome::Done
     );
-    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
-    message.message_id = Some("m-1".into());
-    message.body = Some(serde_json::to_string(&timer).unwrap());
-    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    event.records.push(message);
-    let response = jitvm_expire::handle_timers(&app, event, &Timestamp::now).await;
-    assert!(response.batch_item_failures.is_empty());
-    assert_eq!(attributes().await, (0, 2), "set again, delayed");
+    let set = recorder.take();
+    assert_eq!(set.len(), 1, "{set:?}");
+    let (timer, delay) = &set[0];
+    assert_eq!(*delay, MAX_HOP);
+    assert_eq!(timer.request_id.as_str(), "hop-0001");
+    assert_eq!(timer.rules.len(), 1, "{timer:?}");
+    assert_eq!(
+        timer.close_at,
+        Timestamp::from_second((accepted + SignedDuration::from_hours(2)).as_second()).unwrap()
+    );
+
+    // Back after each hop, it is set again for what is left, 2 s early, and
+    // closes nothing.
+    let app = jitvm_expire::ExpireApp {
+        timers: &recorder,
+        ..stack.expire_app()
+    };
+    let now = Timestamp::now();
+    let mut later = timer.clone();
+    for (left, hop) in [(3600, 900), (600, 598)] {
+        later.close_at = now + SignedDuration::from_secs(left);
+        let frozen = move || now;
+        let response = jitvm_expire::handle_timers(&app, batch(&later), &frozen).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(recorder.take(), [(later.clone(), Duration::from_secs(hop))]);
+    }
+    assert_eq!(
+        stack
+            .ingress_rules_of_group(&timer.rules[0].firewall)
+            .await
+            .len(),
+        1,
+        "the grant is still open"
+    );
 }
 
 /// Port 22 of an EC2 instance and of an Azure VM of `stack`, opened now
@@ -414,4 +428,44 @@ async fn a_revoke_azure_keeps_failing_is_handed_to_a_timer_and_the_caller_told()
     timers.abort();
     let closed = record(&stack, &id).await;
     assert_eq!(port0(&closed)["statusReason"], "UserRequested", "{closed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_azure_never_answers_is_answered_and_handed_to_a_timer() {
+    let stack = Stack::start("sa-east-1").await;
+    let (vm, nsg) = az_vm(&stack, "app-3").await;
+    let (id, _) = grant(&stack, &vm, "198.51.100.7", "PT1H").await;
+    let hang = FaultKind::Latency(Duration::from_secs(3600));
+    stack.arm.inject(Fault::new(
+        Some("DELETE"),
+        "/securityRules/",
+        u32::MAX,
+        hang,
+    ));
+    let (status, body) = act(&stack, ALICE, &id, "revoke").await;
+    assert_eq!(status, 202, "{body}");
+    let warning = body["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("did not answer within") && warning.contains("keeps trying"),
+        "{warning}"
+    );
+    assert_eq!(port0(&body)["status"], "Revoked", "{body}");
+    assert_eq!(azure_grants(&stack.arm, &nsg).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_a_token_cannot_be_renewed_the_current_one_serves_until_it_lapses() {
+    let stack = Stack::start("me-central-1").await;
+    // Tokens of 14 s: renewed after 7 s, valid until 14 s.
+    stack.arm.set_token_lifetime(14);
+    let (vm, nsg) = az_vm(&stack, "app-4").await;
+    let (id, _) = grant(&stack, &vm, "198.51.100.7", "PT1H").await;
+    tokio::time::sleep(Duration::from_millis(7500)).await;
+    let hang = FaultKind::Latency(Duration::from_secs(3600));
+    stack
+        .arm
+        .inject(Fault::new(None, "/oauth2/", u32::MAX, hang));
+    let (status, body) = act(&stack, ALICE, &id, "revoke").await;
+    assert_eq!(status, 200, "the current token still works: {body}");
+    assert!(azure_grants(&stack.arm, &nsg).is_empty());
 }

@@ -19,6 +19,14 @@ pub struct Closed {
     pub record_errors: usize,
 }
 
+impl std::ops::AddAssign for Closed {
+    fn add_assign(&mut self, other: Closed) {
+        self.revoked += other.revoked;
+        self.records_updated += other.records_updated;
+        self.record_errors += other.record_errors;
+    }
+}
+
 /// Removes the `due` grant rules (their end time passed, or their request
 /// was revoked: `reason` says which) and the `drift` rules, then marks the
 /// grants' ports `Revoked` for `reason`.

@@ -29,7 +29,8 @@ pub use sweep::{MAX_TIMEOUTS_PER_SWEEP, SweepSummary, sweep};
 pub use timer::{Clock, fire, handle_timers};
 
 /// How long the sweep of one scope (a region, a subscription) may take by
-/// default; scopes are swept at once, so this bounds the whole sweep.
+/// default; scopes are swept at once, so this bounds the rules' part of a
+/// sweep (denying timed-out approvals runs beside it, on DynamoDB).
 pub const SCOPE_DEADLINE: Duration = Duration::from_secs(45);
 
 /// What the expire function needs, and only that.

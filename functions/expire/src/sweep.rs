@@ -5,7 +5,7 @@
 //! on its own, all at once, each within [`ExpireApp::scope_deadline`]: one
 //! cloud hung or failing never holds another's expired rules open.
 
-use std::time::Duration;
+use tokio::time::Instant;
 
 use jiff::Timestamp;
 use jitvm_core::ports::{AdapterError, Scope};
@@ -43,15 +43,21 @@ pub struct SweepSummary {
     pub failed_scopes: Vec<String>,
 }
 
-/// What the sweep of one scope found and did.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the sweep of one scope found and did, and why it stopped short.
+#[derive(Debug, Default)]
 struct ScopeSweep {
     examined: usize,
     active: usize,
     expired: usize,
     drift: usize,
     closed: Closed,
+    failure: Option<AdapterError>,
 }
+
+/// Rules closed per step of a scope's sweep: the deadline is checked
+/// between steps, never inside one, so what a step removed is always
+/// audited and recorded.
+const STEP: usize = 25;
 
 /// Sweeps once at `now`. Fails only when every scope failed.
 pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, AdapterError> {
@@ -68,22 +74,18 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         ..SweepSummary::default()
     };
     let mut first_failure = None;
-    for (scope, result) in scopes.iter().zip(swept) {
-        match result {
-            Ok(s) => {
-                summary.examined += s.examined;
-                summary.active += s.active;
-                summary.expired += s.expired;
-                summary.drift += s.drift;
-                summary.revoked += s.closed.revoked;
-                summary.records_updated += s.closed.records_updated;
-                summary.record_errors += s.closed.record_errors;
-            }
-            Err(e) => {
-                tracing::error!(scope = %scope, error = %e, "the sweep of this scope failed; the others went on");
-                summary.failed_scopes.push(format!("{scope}: {e}"));
-                first_failure.get_or_insert(e);
-            }
+    for (scope, s) in scopes.iter().zip(swept) {
+        summary.examined += s.examined;
+        summary.active += s.active;
+        summary.expired += s.expired;
+        summary.drift += s.drift;
+        summary.revoked += s.closed.revoked;
+        summary.records_updated += s.closed.records_updated;
+        summary.record_errors += s.closed.record_errors;
+        if let Some(e) = s.failure {
+            tracing::error!(scope = %scope, error = %e, "the sweep of this scope stopped short; the others went on");
+            summary.failed_scopes.push(format!("{scope}: {e}"));
+            first_failure.get_or_insert(e);
         }
     }
     tracing::info!(
@@ -101,45 +103,73 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
     }
 }
 
-/// Lists one scope's rules and closes the expired ones and drift, within
-/// the scope's deadline.
-async fn sweep_scope(
-    app: &ExpireApp<'_>,
-    scope: &Scope,
-    now: Timestamp,
-) -> Result<ScopeSweep, AdapterError> {
-    let work = async {
-        let rules = app.firewall.rules_in(scope).await?;
-        let examined = rules.len();
-        let plan = plan_sweep(
-            rules.into_iter().map(|r| {
-                let decoded = r.decoded.clone();
-                (r, decoded)
-            }),
-            now,
-        );
-        let closed = close(app, &plan.expired, &plan.drift, StatusReason::Expired, now).await?;
-        Ok(ScopeSweep {
-            examined,
-            active: plan.active.len(),
-            expired: plan.expired.len(),
-            drift: plan.drift.len(),
-            closed,
-        })
-    };
-    tokio::time::timeout(app.scope_deadline, work)
-        .await
-        .unwrap_or_else(|_| Err(out_of_time(scope, app.scope_deadline)))
-}
-
-fn out_of_time(scope: &Scope, deadline: Duration) -> AdapterError {
-    AdapterError::Transient {
+/// Lists one scope's rules and closes the expired ones and drift, a step
+/// at a time, within the scope's deadline. What is left when the deadline
+/// comes is still expired, so the next sweep finds it.
+async fn sweep_scope(app: &ExpireApp<'_>, scope: &Scope, now: Timestamp) -> ScopeSweep {
+    let deadline = Instant::now() + app.scope_deadline;
+    let out_of_time = || AdapterError::Transient {
         message: format!(
             "the sweep of {scope} did not finish within {} s",
-            deadline.as_secs_f64()
+            app.scope_deadline.as_secs_f64()
         ),
         source: None,
+    };
+    let mut swept = ScopeSweep::default();
+    let rules = match tokio::time::timeout_at(deadline, app.firewall.rules_in(scope)).await {
+        Ok(Ok(rules)) => rules,
+        Ok(Err(e)) => {
+            return ScopeSweep {
+                failure: Some(e),
+                ..swept
+            };
+        }
+        Err(_) => {
+            return ScopeSweep {
+                failure: Some(out_of_time()),
+                ..swept
+            };
+        }
+    };
+    swept.examined = rules.len();
+    let plan = plan_sweep(
+        rules.into_iter().map(|r| {
+            let decoded = r.decoded.clone();
+            (r, decoded)
+        }),
+        now,
+    );
+    (swept.active, swept.expired, swept.drift) =
+        (plan.active.len(), plan.expired.len(), plan.drift.len());
+    let steps = plan
+        .expired
+        .chunks(STEP)
+        .map(|due| (due, &[][..]))
+        .chain(plan.drift.chunks(STEP).map(|drift| (&[][..], drift)));
+    for (due, drift) in steps {
+        if Instant::now() >= deadline {
+            swept.failure = Some(out_of_time());
+            break;
+        }
+        match tokio::time::timeout_at(deadline, close(app, due, drift, StatusReason::Expired, now))
+            .await
+        {
+            Ok(Ok(closed)) => swept.closed += closed,
+            Ok(Err(e)) => {
+                swept.failure = Some(e);
+                break;
+            }
+            Err(_) => {
+                // Only a cloud hung in mid-step gets here.
+                let requests: Vec<String> =
+                    due.iter().map(|(_, m)| m.request_id.to_string()).collect();
+                tracing::error!(scope = %scope, ?requests, "the deadline cut a step short: some of these rules may be gone while their records still say Initiated");
+                swept.failure = Some(out_of_time());
+                break;
+            }
+        }
     }
+    swept
 }
 
 /// Denies the requests still pending after the approval timeout; returns

@@ -12,6 +12,11 @@ use jitvm_core::rule::RuleMeta;
 use crate::ExpireApp;
 use crate::close::{Closed, close};
 
+/// How long one timer may take to close its rules before it is set again
+/// to try later: a batch of timers, each within this, stays inside the
+/// expire function's timeout.
+pub const TIMER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A clock the handler reads when a timer is due (the local host's can be
 /// set by tests).
 pub type Clock<'a> = &'a (dyn Fn() -> Timestamp + Send + Sync);
@@ -60,7 +65,18 @@ async fn on_timer(
         Due::Later(delay) => app.timers.arm(&timer, delay).await,
         Due::CloseIn(wait) => {
             tokio::time::sleep(wait).await;
-            match fire(app, &timer, clock()).await {
+            let fired = tokio::time::timeout(TIMER_DEADLINE, fire(app, &timer, clock()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AdapterError::Transient {
+                        message: format!(
+                            "closing did not finish within {} s",
+                            TIMER_DEADLINE.as_secs()
+                        ),
+                        source: None,
+                    })
+                });
+            match fired {
                 Ok(_) => Ok(()),
                 Err(e) => try_later(app, &timer, &e).await,
             }

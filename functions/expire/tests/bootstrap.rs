@@ -5,13 +5,32 @@
 
 use std::time::Duration;
 
-use jitvm_core::expiry::Timer;
-use jitvm_core::ports::{Firewall, RequestStore, RuleKey};
-use jitvm_core::{PortStatus, RequestId, StatusReason, VmId};
+use jitvm_core::ports::RequestStore;
+use jitvm_core::{PortStatus, RequestId, StatusReason};
 use jitvm_tests::lambda::{Deployed, queue_message, scheduled_event, timer_event};
+use jitvm_tests::stack::timer_of;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_jitvm-expire");
 const FUNCTION: &str = "ExpireFunction";
+
+/// Asserts the records of `ids` say their port expired.
+async fn assert_expired(deployed: &Deployed, ids: &[&str]) {
+    for id in ids {
+        let record = deployed
+            .stack
+            .store
+            .get_request(&RequestId::parse(id).expect("an id"))
+            .await
+            .expect("read")
+            .expect("recorded");
+        let port = &record.value.ports()[0];
+        assert_eq!(
+            (port.status, port.status_reason),
+            (PortStatus::Revoked, StatusReason::Expired),
+            "{id}"
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scheduled_sweep_closes_what_has_ended_on_both_clouds() {
@@ -64,21 +83,7 @@ async fn the_scheduled_sweep_closes_what_has_ended_on_both_clouds() {
         .filter(|r| r["properties"]["access"] == "Allow")
         .collect();
     assert!(allow.is_empty(), "{allow:?}");
-    for id in ["old-ec2", "old-az"] {
-        let record = deployed
-            .stack
-            .store
-            .get_request(&RequestId::parse(id).expect("an id"))
-            .await
-            .expect("read")
-            .expect("recorded");
-        let port = &record.value.ports()[0];
-        assert_eq!(
-            (port.status, port.status_reason),
-            (PortStatus::Revoked, StatusReason::Expired),
-            "{id}"
-        );
-    }
+    assert_expired(&deployed, &["old-ec2", "old-az"]).await;
 
     // The next minute's sweep finds nothing left to do.
     let summary = expire.respond(scheduled_event()).await;
@@ -111,26 +116,6 @@ async fn a_setting_the_code_refuses_stops_the_function_at_start_saying_which() {
     );
 }
 
-/// The timer of request `id`'s rules on `vm`, due at `close_at`.
-async fn timer_of(deployed: &Deployed, vm: &str, id: &str, close_at: jiff::Timestamp) -> Timer {
-    let vm = VmId::parse(vm).expect("a VM id");
-    let rules: Vec<RuleKey> = deployed
-        .stack
-        .firewall
-        .rules_of(&vm)
-        .await
-        .expect("the rules are read")
-        .into_iter()
-        .filter(|r| {
-            r.decoded
-                .as_ref()
-                .is_ok_and(|m| m.request_id.as_str() == id)
-        })
-        .map(|r| r.key)
-        .collect();
-    Timer::expiry(RequestId::parse(id).expect("an id"), vm, rules, close_at)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timer_from_the_expiry_queue_closes_its_grant_and_only_it() {
     let deployed = Deployed::new("me-south-1").await;
@@ -151,11 +136,11 @@ async fn a_timer_from_the_expiry_queue_closes_its_grant_and_only_it() {
     }
     let ended = earlier + jiff::SignedDuration::from_mins(5);
     let timers = [
-        timer_of(&deployed, &arn, "done-ec2", ended).await,
-        timer_of(&deployed, &azure, "done-az", ended).await,
+        timer_of(&deployed.stack.firewall, &arn, "done-ec2", ended).await,
+        timer_of(&deployed.stack.firewall, &azure, "done-az", ended).await,
         // Set for the live grant's rule with a time already passed: the
         // rule's own end time, not the timer's, decides.
-        timer_of(&deployed, &arn, "live-ec2", ended).await,
+        timer_of(&deployed.stack.firewall, &arn, "live-ec2", ended).await,
     ];
 
     let expire = deployed.start(FUNCTION, BINARY.as_ref()).await;
@@ -174,19 +159,5 @@ async fn a_timer_from_the_expiry_queue_closes_its_grant_and_only_it() {
         .filter(|r| r["properties"]["access"] == "Allow")
         .collect();
     assert!(allow.is_empty(), "{allow:?}");
-    for id in ["done-ec2", "done-az"] {
-        let record = deployed
-            .stack
-            .store
-            .get_request(&RequestId::parse(id).expect("an id"))
-            .await
-            .expect("read")
-            .expect("recorded");
-        let port = &record.value.ports()[0];
-        assert_eq!(
-            (port.status, port.status_reason),
-            (PortStatus::Revoked, StatusReason::Expired),
-            "{id}"
-        );
-    }
+    assert_expired(&deployed, &["done-ec2", "done-az"]).await;
 }

@@ -302,12 +302,13 @@ pub async fn revoke(
     // opened at this moment either is closed by the second pass or, finding
     // its port Revoked when it writes, closes its own rule.
     let mut closed = 0;
-    let mut failed = match close_request_rules(api.firewall, &vm, id, None).await {
+    let mut failed = match close_pass(api, &vm, id).await {
         Ok(n) => {
             closed += n;
             None
         }
-        Err(e) => Some(e),
+        Err(e) if e.is_retryable() => Some(e),
+        Err(e) => return Err(e.into()),
     };
     let record = records::update(api.requests, id, |r| {
         let mut changed = false;
@@ -322,9 +323,10 @@ pub async fn revoke(
     // After a failure the timer takes over both passes: it closes whatever
     // the request has on the VM when it goes off.
     if failed.is_none() {
-        match close_request_rules(api.firewall, &vm, id, None).await {
+        match close_pass(api, &vm, id).await {
             Ok(n) => closed += n,
-            Err(e) => failed = Some(e),
+            Err(e) if e.is_retryable() => failed = Some(e),
+            Err(e) => return Err(e.into()),
         }
     }
     let still_open = match failed {
@@ -349,6 +351,30 @@ pub async fn revoke(
     Ok(Revocation { record, still_open })
 }
 
+/// How long one pass over a request's rules may take before they are
+/// handed to a timer: two passes and the record stay well within the 30 s
+/// API Gateway gives the caller.
+pub const REVOKE_PASS: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Removes every rule of request `id` on `vm`, within [`REVOKE_PASS`].
+async fn close_pass(
+    api: &RequestApi<'_>,
+    vm: &VmId,
+    id: &RequestId,
+) -> Result<usize, AdapterError> {
+    tokio::time::timeout(REVOKE_PASS, close_request_rules(api.firewall, vm, id, None))
+        .await
+        .unwrap_or_else(|_| {
+            Err(AdapterError::Transient {
+                message: format!(
+                    "the cloud did not answer within {} s",
+                    REVOKE_PASS.as_secs()
+                ),
+                source: None,
+            })
+        })
+}
+
 /// Hands the rules of a revoked request that the cloud would not remove
 /// (`e`) to an expiry timer, which tries again with backoff; says what
 /// happens now.
@@ -365,14 +391,15 @@ async fn hand_over(
         .map(|p| p.end_time_utc)
         .max()
         .map_or_else(String::new, |t| format!(" ({})", rfc3339(t)));
-    let backstop = format!("the sweep removes it at its end time{end} at the latest");
+    let backstop =
+        format!("the sweep removes any rule still open at its end time{end} at the latest");
     match api.timers.arm(&timer, retry_delay(timer.attempt)).await {
         Ok(()) => format!(
-            "the rule could not be removed yet ({e}); jitvm keeps trying in the background, and {backstop}"
+            "its rules could not be removed yet ({e}); jitvm keeps trying in the background, and {backstop}"
         ),
         Err(timer_error) => {
-            tracing::error!(request_id = %record.id(), error = %timer_error, "could not hand the rule to an expiry timer");
-            format!("the rule could not be removed yet ({e}); {backstop}")
+            tracing::error!(request_id = %record.id(), error = %timer_error, "could not hand the rules to an expiry timer");
+            format!("its rules could not be removed yet ({e}); {backstop}")
         }
     }
 }

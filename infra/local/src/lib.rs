@@ -278,14 +278,19 @@ async fn settle(
         .map(|f| f.item_identifier.as_str())
         .collect();
     let mut done = Vec::new();
+    let mut unreleased = None;
     for r in received {
-        if failed.contains(&r.message_id.as_str()) {
-            queue.release(&r.receipt_handle).await?;
-        } else {
+        if !failed.contains(&r.message_id.as_str()) {
             done.push(r.receipt_handle.clone());
+        } else if let Err(e) = queue.release(&r.receipt_handle).await {
+            // It comes back after the visibility timeout instead.
+            unreleased = Some(e);
         }
     }
     queue.delete_batch(&done).await?;
+    if let Some(e) = unreleased {
+        return Err(e);
+    }
     Ok(PollReport {
         received: received.len(),
         done: done.len(),

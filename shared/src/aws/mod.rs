@@ -47,8 +47,8 @@ pub fn bounded(config: aws_config::SdkConfig) -> aws_config::SdkConfig {
         .build()
 }
 
-/// The timeouts with attempts of `attempt` at most (the call as a whole
-/// gets [`CALL_TIMEOUT`] more than that).
+/// The timeouts with attempts of `attempt` at most; the call as a whole,
+/// its retries included, gets [`CALL_TIMEOUT`] or one attempt if longer.
 pub(crate) fn timeouts(attempt: Duration) -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT)

@@ -13,3 +13,4 @@ pub mod token;
 
 pub use arm::{COMPUTE_API_VERSION, NETWORK_API_VERSION, RetryPolicy};
 pub use nsg::AzureFirewall;
+pub use token::{FAILED_FOR, TOKEN_TIMEOUT};

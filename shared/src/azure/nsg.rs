@@ -367,8 +367,8 @@ impl AzureFirewall {
     /// policies put there: for a subscription, those it lists and those
     /// policies name there; for [`OTHER_SUBSCRIPTIONS`], those policies name
     /// in subscriptions no longer configured (so their grants still
-    /// expire). The policies are a help, not a need: without them a
-    /// subscription's NSGs are still swept.
+    /// expire). A subscription that cannot be listed fails; the policies
+    /// are a help, not a need: without them its NSGs are still swept.
     async fn sweep_targets(
         &self,
         scope: &str,
@@ -386,17 +386,14 @@ impl AzureFirewall {
             let sub = scope;
             let path =
                 format!("/subscriptions/{sub}/providers/Microsoft.Network/networkSecurityGroups");
-            match self.arm.list(&path, NETWORK_API_VERSION).await {
-                Ok(listed) => Some(listed),
-                Err(e) => {
-                    let e = e.into_adapter(&format!("listing the NSGs of subscription {sub}"));
-                    if self.policies.is_none() {
-                        return Err(e);
-                    }
-                    tracing::error!(subscription = %sub, error = %e, "cannot list NSGs; sweeping those the policies name");
-                    None
-                }
-            }
+            // A subscription that cannot be listed fails its scope: a grant
+            // whose policy record was lost would otherwise stay open unseen.
+            let listed = self
+                .arm
+                .list(&path, NETWORK_API_VERSION)
+                .await
+                .map_err(|e| e.into_adapter(&format!("listing the NSGs of subscription {sub}")))?;
+            Some(listed)
         };
         for nsg in listed.iter().flatten() {
             if let Some(id) = nsg.get("id").and_then(Value::as_str) {

@@ -47,6 +47,9 @@ pub struct TokenSource {
 struct Cached {
     token: String,
     renew_at: Instant,
+    /// When the token itself lapses: until then it is used if renewing
+    /// fails.
+    expires_at: Instant,
 }
 
 #[derive(Deserialize)]
@@ -82,16 +85,21 @@ impl TokenSource {
         }
     }
 
-    /// A valid token: the cached one, or a new one.
+    /// A valid token: the cached one, or a new one. While renewing fails,
+    /// the cached token serves until it lapses.
     pub async fn token(&self) -> Result<String, AdapterError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.renew_at) {
             return Ok(c.token.clone());
         }
+        let still_valid = cached
+            .as_ref()
+            .filter(|c| Instant::now() < c.expires_at)
+            .map(|c| c.token.clone());
         if let Some((at, why)) = self.failed.lock().await.as_ref()
             && at.elapsed() < FAILED_FOR
         {
-            return Err(AdapterError::Transient {
+            return still_valid.ok_or_else(|| AdapterError::Transient {
                 message: why.clone(),
                 source: None,
             });
@@ -100,6 +108,10 @@ impl TokenSource {
             Ok(fresh) => fresh,
             Err(e) => {
                 *self.failed.lock().await = Some((Instant::now(), e.to_string()));
+                if let Some(token) = still_valid {
+                    tracing::warn!(error = %e, "cannot renew the Azure token; using the current one until it lapses");
+                    return Ok(token);
+                }
                 return Err(e);
             }
         };
@@ -171,6 +183,7 @@ impl TokenSource {
             return Ok(Cached {
                 token: t.access_token,
                 renew_at,
+                expires_at: started + life,
             });
         }
         let err: TokenError = serde_json::from_slice(&body).unwrap_or_default();
