@@ -20,7 +20,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{RequestId, VmId};
+use crate::domain::{RequestId, StatusReason, VmId};
 use crate::ports::RuleKey;
 
 /// The longest delay SQS gives one message.
@@ -40,6 +40,16 @@ pub enum Closing {
     /// Someone revoked the grant and removing its rules failed then: close
     /// every rule of the request.
     Revoked,
+}
+
+impl Closing {
+    /// The reason the closed ports' records get.
+    pub fn reason(self) -> StatusReason {
+        match self {
+            Closing::Expired => StatusReason::Expired,
+            Closing::Revoked => StatusReason::UserRequested,
+        }
+    }
 }
 
 /// One timer, as it travels on the expiry queue.

@@ -53,6 +53,15 @@ impl AdapterError {
         }
     }
 
+    /// What `happened` (such as "the cloud did not answer") within `limit`:
+    /// a failure that may pass.
+    pub fn timed_out(happened: impl fmt::Display, limit: std::time::Duration) -> Self {
+        AdapterError::Transient {
+            message: format!("{happened} within {} s", limit.as_secs_f64()),
+            source: None,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, AdapterError::Transient { .. })
     }

@@ -255,13 +255,7 @@ impl Deployed {
         let group = crate::stack::group_named(&ec2, &name)
             .await
             .unwrap_or_else(|| panic!("no group {name}"));
-        let mut requests: Vec<String> = crate::stack::ingress_rules(&ec2, &group)
-            .await
-            .into_iter()
-            .flat_map(|r| r.tags.unwrap_or_default())
-            .filter(|t| t.key.as_deref() == Some("jitvm:request"))
-            .filter_map(|t| t.value)
-            .collect();
+        let mut requests = crate::stack::granted_requests(&ec2, &group).await;
         requests.sort();
         requests
     }

@@ -209,24 +209,12 @@ impl Stack {
 
     /// The expire function as the host runs it, to hand timers to directly.
     pub fn expire_app(&self) -> jitvm_expire::ExpireApp<'_> {
-        jitvm_expire::ExpireApp {
-            firewall: &self.host.stack.firewall,
-            requests: &self.host.stack.store,
-            timers: &self.host.timers,
-            approval_timeout: self.host.settings.approval_timeout,
-            scope_deadline: self.host.scope_deadline,
-        }
+        self.host.expire_app()
     }
 
     /// The grant function as the host runs it, to hand messages to directly.
     pub fn grant_app(&self) -> jitvm_grant::GrantApp<'_> {
-        jitvm_grant::GrantApp {
-            policies: &self.host.stack.store,
-            requests: &self.host.stack.store,
-            firewall: &self.host.stack.firewall,
-            timers: &self.host.timers,
-            approval_timeout: self.host.settings.approval_timeout,
-        }
+        self.host.grant_app()
     }
 
     /// The host's current time.
@@ -322,6 +310,28 @@ pub async fn ingress_rules(
         .unwrap_or_default()
         .into_iter()
         .filter(|r| r.is_egress == Some(false))
+        .collect()
+}
+
+/// The requests (`jitvm:request` tags) of the ingress rules of `group_id`.
+pub async fn granted_requests(ec2: &aws_sdk_ec2::Client, group_id: &str) -> Vec<String> {
+    ingress_rules(ec2, group_id)
+        .await
+        .into_iter()
+        .flat_map(|r| r.tags.unwrap_or_default())
+        .filter(|t| t.key.as_deref() == Some("jitvm:request"))
+        .filter_map(|t| t.value)
+        .collect()
+}
+
+/// The names of the grant rules (`jitvm-` but not Deny rules) of an NSG on
+/// `arm`.
+pub fn grant_rule_names(arm: &ArmFake, nsg: &str) -> Vec<String> {
+    arm.rules(nsg)
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .filter(|n| n.starts_with("jitvm-") && !n.starts_with("jitvm-deny-"))
+        .map(str::to_owned)
         .collect()
 }
 

@@ -12,10 +12,10 @@ use jitvm_core::RequestId;
 use jitvm_core::expiry::{MAX_HOP, Timer};
 use jitvm_core::ports::{AdapterError, ExpiryTimers};
 use jitvm_tests::Moto;
-use jitvm_tests::arm_fake::{ArmFake, Fault, FaultKind};
+use jitvm_tests::arm_fake::{Fault, FaultKind};
 use jitvm_tests::stack::{
     ALICE, Instance, RG_STACK, SUBSCRIPTION, Stack, act, ask, azure_vm, drain, enable, eventually,
-    port0, record, request, timer_of,
+    grant_rule_names, granted_requests, port0, record, request, timer_of,
 };
 use serde_json::{Value, json};
 
@@ -43,28 +43,6 @@ async fn grant(stack: &Stack, vm: &str, source: &str, duration: &str) -> (String
         .parse()
         .unwrap();
     (id, end)
-}
-
-/// The `jitvm:request` tags of the rules on `group`.
-async fn ec2_grants(stack: &Stack, group: &str) -> Vec<String> {
-    stack
-        .ingress_rules_of_group(group)
-        .await
-        .iter()
-        .flat_map(|r| r.tags().to_vec())
-        .filter(|t| t.key() == Some("jitvm:request"))
-        .filter_map(|t| t.value().map(str::to_owned))
-        .collect()
-}
-
-/// The names of the grant rules (`jitvm-` but not Deny) of an NSG.
-fn azure_grants(arm: &ArmFake, nsg: &str) -> Vec<String> {
-    arm.rules(nsg)
-        .iter()
-        .filter_map(|r| r["name"].as_str())
-        .filter(|n| n.starts_with("jitvm-") && !n.starts_with("jitvm-deny-"))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// An EC2 instance with JIT enabled for alice: (instance, jitvm group).
@@ -103,12 +81,12 @@ async fn an_ec2_grant_closes_at_its_end_time_by_its_own_timer() {
     let (long, _) = grant(&stack, &vm.arn, "198.51.100.8", "PT1H").await;
     // No sweep runs in this test: only the timer can close it.
     eventually("the ended EC2 grant closing", PATIENCE, || async {
-        !ec2_grants(&stack, &group).await.contains(&short)
+        !granted_requests(&stack.ec2, &group).await.contains(&short)
     })
     .await;
     timers.abort();
     assert_eq!(
-        ec2_grants(&stack, &group).await,
+        granted_requests(&stack.ec2, &group).await,
         [long],
         "the live grant stays"
     );
@@ -123,13 +101,13 @@ async fn an_azure_grant_closes_at_its_end_time_by_its_own_timer() {
     let (short, _) = grant(&stack, &vm, "198.51.100.7", "PT6S").await;
     let (long, _) = grant(&stack, &vm, "198.51.100.8", "PT1H").await;
     eventually("the ended Azure grant closing", PATIENCE, || async {
-        !azure_grants(&stack.arm, &nsg)
+        !grant_rule_names(&stack.arm, &nsg)
             .iter()
             .any(|n| n.ends_with(&short))
     })
     .await;
     timers.abort();
-    let left = azure_grants(&stack.arm, &nsg);
+    let left = grant_rule_names(&stack.arm, &nsg);
     assert!(
         left.len() == 1 && left[0].ends_with(&long),
         "the live grant stays: {left:?}"
@@ -150,13 +128,13 @@ async fn a_timer_never_closes_a_rule_it_was_not_set_for() {
     let older_timer = timer_of(&stack.host.stack.firewall, &vm.arn, &older, end).await;
     let (newer, _) = grant(&stack, &vm.arn, "198.51.100.7", "PT1H").await;
     assert_eq!(
-        ec2_grants(&stack, &group).await,
+        granted_requests(&stack.ec2, &group).await,
         std::slice::from_ref(&newer)
     );
     let closed = jitvm_expire::fire(&app, &older_timer, end).await.unwrap();
     assert_eq!(closed.revoked, 0, "{closed:?}");
     assert_eq!(
-        ec2_grants(&stack, &group).await,
+        granted_requests(&stack.ec2, &group).await,
         std::slice::from_ref(&newer)
     );
 
@@ -170,7 +148,7 @@ async fn a_timer_never_closes_a_rule_it_was_not_set_for() {
         assert_eq!(closed.revoked, 0, "{closed:?}");
     }
     assert_eq!(
-        ec2_grants(&stack, &group).await,
+        granted_requests(&stack.ec2, &group).await,
         std::slice::from_ref(&newer)
     );
 
@@ -296,14 +274,14 @@ async fn azure_failing_delays_no_ec2_expiry(region: &str, fault: Fault) {
             .await
             .expect("the sweep finishes while Azure hangs")
             .expect("the sweep fails only if every scope does");
-    assert!(!ec2_grants(&stack, &group).await.contains(&ec2_id));
+    assert!(!granted_requests(&stack.ec2, &group).await.contains(&ec2_id));
     assert_eq!(summary.failed_scopes.len(), 1, "{summary:?}");
     assert!(
         summary.failed_scopes[0].starts_with("azure:"),
         "{summary:?}"
     );
     assert!(
-        azure_grants(&stack.arm, &nsg)
+        grant_rule_names(&stack.arm, &nsg)
             .iter()
             .any(|n| n.ends_with(&az_id)),
         "Azure could not be reached"
@@ -317,7 +295,7 @@ async fn azure_failing_delays_no_ec2_expiry(region: &str, fault: Fault) {
     let timers = stack.run_timers();
     let (short, _) = grant(&stack, &vm.arn, "198.51.100.9", "PT6S").await;
     eventually("the EC2 grant's timer closing it", PATIENCE, || async {
-        ec2_grants(&stack, &group).await.is_empty()
+        granted_requests(&stack.ec2, &group).await.is_empty()
     })
     .await;
     timers.abort();
@@ -342,7 +320,7 @@ async fn with_aws_down_the_sweep_still_closes_ended_azure_grants() {
     let moto = Moto::start();
     let stack = Stack::start_on(&moto, "ca-central-1").await;
     let (group, _, nsg, az_id) = both_clouds_open(&stack).await;
-    assert!(!ec2_grants(&stack, &group).await.is_empty());
+    assert!(!granted_requests(&stack.ec2, &group).await.is_empty());
     drop(moto);
 
     let two_hours_on = Timestamp::now() + SignedDuration::from_hours(2);
@@ -352,7 +330,7 @@ async fn with_aws_down_the_sweep_still_closes_ended_azure_grants() {
             .expect("the sweep finishes while AWS is down")
             .expect("the sweep fails only if every scope does");
     assert!(
-        !azure_grants(&stack.arm, &nsg)
+        !grant_rule_names(&stack.arm, &nsg)
             .iter()
             .any(|n| n.ends_with(&az_id)),
         "the ended Azure grant is closed: {summary:?}"
@@ -390,7 +368,7 @@ async fn an_azure_revoke_whose_operation_fails_once_is_tried_again() {
     let (status, body) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("warning").is_none(), "{body}");
-    assert!(azure_grants(&stack.arm, &nsg).is_empty());
+    assert!(grant_rule_names(&stack.arm, &nsg).is_empty());
     assert_eq!(port0(&body)["status"], "Revoked");
     assert_eq!(port0(&body)["statusReason"], "UserRequested");
 }
@@ -413,7 +391,7 @@ async fn a_revoke_azure_keeps_failing_is_handed_to_a_timer_and_the_caller_told()
     );
     assert_eq!(port0(&body)["status"], "Revoked", "{body}");
     assert_eq!(
-        azure_grants(&stack.arm, &nsg).len(),
+        grant_rule_names(&stack.arm, &nsg).len(),
         1,
         "the rule is still open"
     );
@@ -422,7 +400,7 @@ async fn a_revoke_azure_keeps_failing_is_handed_to_a_timer_and_the_caller_told()
     stack.arm.clear_faults();
     let timers = stack.run_timers();
     eventually("the timer removing the revoked rule", PATIENCE, || async {
-        azure_grants(&stack.arm, &nsg).is_empty()
+        grant_rule_names(&stack.arm, &nsg).is_empty()
     })
     .await;
     timers.abort();
@@ -450,7 +428,7 @@ async fn a_revoke_azure_never_answers_is_answered_and_handed_to_a_timer() {
         "{warning}"
     );
     assert_eq!(port0(&body)["status"], "Revoked", "{body}");
-    assert_eq!(azure_grants(&stack.arm, &nsg).len(), 1);
+    assert_eq!(grant_rule_names(&stack.arm, &nsg).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -467,5 +445,5 @@ async fn while_a_token_cannot_be_renewed_the_current_one_serves_until_it_lapses(
         .inject(Fault::new(None, "/oauth2/", u32::MAX, hang));
     let (status, body) = act(&stack, ALICE, &id, "revoke").await;
     assert_eq!(status, 200, "the current token still works: {body}");
-    assert!(azure_grants(&stack.arm, &nsg).is_empty());
+    assert!(grant_rule_names(&stack.arm, &nsg).is_empty());
 }

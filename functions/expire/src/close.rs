@@ -2,10 +2,11 @@
 //! the rules, write one audit event each, bring their records in line.
 
 use jiff::Timestamp;
+use jitvm_core::expiry::Closing;
 use jitvm_core::ports::{AdapterError, FoundRule, RuleKey};
 use jitvm_core::rule::{DriftReason, RuleMeta, rfc3339};
 use jitvm_core::telemetry::Audit;
-use jitvm_core::{Port, StatusReason, records};
+use jitvm_core::{Port, records};
 
 use crate::ExpireApp;
 
@@ -28,13 +29,13 @@ impl std::ops::AddAssign for Closed {
 }
 
 /// Removes the `due` grant rules (their end time passed, or their request
-/// was revoked: `reason` says which) and the `drift` rules, then marks the
-/// grants' ports `Revoked` for `reason`.
+/// was revoked: `closing` says which) and the `drift` rules, then marks the
+/// grants' ports `Revoked` for that reason.
 pub async fn close(
     app: &ExpireApp<'_>,
     due: &[(FoundRule, RuleMeta)],
     drift: &[(FoundRule, DriftReason)],
-    reason: StatusReason,
+    closing: Closing,
     now: Timestamp,
 ) -> Result<Closed, AdapterError> {
     let keys: Vec<RuleKey> = due
@@ -46,14 +47,14 @@ pub async fn close(
         return Ok(Closed::default());
     }
     let revoked = app.firewall.revoke(&keys).await?;
-    audit(due, drift, reason);
+    audit(due, drift, closing);
     let mut closed = Closed {
         revoked,
         ..Closed::default()
     };
     // One record update per request, for all its closed ports.
     for (id, ports) in records::closed_ports(due.iter().map(|(rule, _)| rule)) {
-        match records::mark_closed(app.requests, &id, &ports, reason, None, now).await {
+        match records::mark_closed(app.requests, &id, &ports, closing.reason(), None, now).await {
             Ok(Some(_)) => closed.records_updated += 1,
             Ok(None) => tracing::warn!(request_id = %id, "closed a rule with no request record"),
             Err(e) => {
@@ -65,7 +66,7 @@ pub async fn close(
     Ok(closed)
 }
 
-fn audit(due: &[(FoundRule, RuleMeta)], drift: &[(FoundRule, DriftReason)], reason: StatusReason) {
+fn audit(due: &[(FoundRule, RuleMeta)], drift: &[(FoundRule, DriftReason)], closing: Closing) {
     for (rule, why) in drift {
         let vm = rule.vm.as_ref().map(ToString::to_string);
         Audit {
@@ -80,15 +81,15 @@ fn audit(due: &[(FoundRule, RuleMeta)], drift: &[(FoundRule, DriftReason)], reas
         }
         .emit();
     }
-    let (event, reason_text) = match reason {
-        StatusReason::Expired => ("grant.expired", "Expired"),
-        _ => ("grant.closed", "UserRequested"),
+    let (event, reason_text) = match closing {
+        Closing::Expired => ("grant.expired", "Expired"),
+        Closing::Revoked => ("grant.closed", "UserRequested"),
     };
     for (rule, meta) in due {
         let vm = rule.vm.as_ref().map(ToString::to_string);
-        let message = match reason {
-            StatusReason::Expired => format!("end time {} passed", rfc3339(meta.expires)),
-            _ => "removed after the revoke could not remove it at once".to_owned(),
+        let message = match closing {
+            Closing::Expired => format!("end time {} passed", rfc3339(meta.expires)),
+            Closing::Revoked => "removed after the revoke could not remove it at once".to_owned(),
         };
         Audit {
             event,

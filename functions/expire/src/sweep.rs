@@ -8,9 +8,10 @@
 use tokio::time::Instant;
 
 use jiff::Timestamp;
+use jitvm_core::expiry::Closing;
 use jitvm_core::ports::{AdapterError, Scope};
 use jitvm_core::rule::plan_sweep;
-use jitvm_core::{RequestStatus, StatusReason, records};
+use jitvm_core::{RequestStatus, records};
 use serde::Serialize;
 
 use crate::ExpireApp;
@@ -108,12 +109,11 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
 /// comes is still expired, so the next sweep finds it.
 async fn sweep_scope(app: &ExpireApp<'_>, scope: &Scope, now: Timestamp) -> ScopeSweep {
     let deadline = Instant::now() + app.scope_deadline;
-    let out_of_time = || AdapterError::Transient {
-        message: format!(
-            "the sweep of {scope} did not finish within {} s",
-            app.scope_deadline.as_secs_f64()
-        ),
-        source: None,
+    let out_of_time = || {
+        AdapterError::timed_out(
+            format_args!("the sweep of {scope} did not finish"),
+            app.scope_deadline,
+        )
     };
     let mut swept = ScopeSweep::default();
     let rules = match tokio::time::timeout_at(deadline, app.firewall.rules_in(scope)).await {
@@ -151,8 +151,7 @@ async fn sweep_scope(app: &ExpireApp<'_>, scope: &Scope, now: Timestamp) -> Scop
             swept.failure = Some(out_of_time());
             break;
         }
-        match tokio::time::timeout_at(deadline, close(app, due, drift, StatusReason::Expired, now))
-            .await
+        match tokio::time::timeout_at(deadline, close(app, due, drift, Closing::Expired, now)).await
         {
             Ok(Ok(closed)) => swept.closed += closed,
             Ok(Err(e)) => {

@@ -4,7 +4,6 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use jiff::Timestamp;
-use jitvm_core::StatusReason;
 use jitvm_core::expiry::{Closing, Due, Timer};
 use jitvm_core::ports::{AdapterError, FoundRule};
 use jitvm_core::rule::RuleMeta;
@@ -68,13 +67,10 @@ async fn on_timer(
             let fired = tokio::time::timeout(TIMER_DEADLINE, fire(app, &timer, clock()))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(AdapterError::Transient {
-                        message: format!(
-                            "closing did not finish within {} s",
-                            TIMER_DEADLINE.as_secs()
-                        ),
-                        source: None,
-                    })
+                    Err(AdapterError::timed_out(
+                        "closing did not finish",
+                        TIMER_DEADLINE,
+                    ))
                 });
             match fired {
                 Ok(_) => Ok(()),
@@ -109,11 +105,7 @@ pub async fn fire(
         tracing::debug!(request_id = %timer.request_id, "timer went off with nothing left to close");
         return Ok(Closed::default());
     }
-    let reason = match timer.closing {
-        Closing::Expired => StatusReason::Expired,
-        Closing::Revoked => StatusReason::UserRequested,
-    };
-    close(app, &due, &[], reason, now).await
+    close(app, &due, &[], timer.closing, now).await
 }
 
 /// Sets a timer whose closing failed to try again later, or leaves it to

@@ -13,6 +13,17 @@ use jitvm_tests::stack::timer_of;
 const BINARY: &str = env!("CARGO_BIN_EXE_jitvm-expire");
 const FUNCTION: &str = "ExpireFunction";
 
+/// Asserts the NSG `nsg` holds no Allow rule: every grant there is gone.
+fn assert_no_allow_rule(deployed: &Deployed, nsg: &str) {
+    let allow: Vec<_> = deployed
+        .arm
+        .rules(nsg)
+        .into_iter()
+        .filter(|r| r["properties"]["access"] == "Allow")
+        .collect();
+    assert!(allow.is_empty(), "{allow:?}");
+}
+
 /// Asserts the records of `ids` say their port expired.
 async fn assert_expired(deployed: &Deployed, ids: &[&str]) {
     for id in ids {
@@ -76,13 +87,7 @@ async fn the_scheduled_sweep_closes_what_has_ended_on_both_clouds() {
     assert_eq!(summary["recordErrors"], 0, "{summary}");
 
     assert_eq!(deployed.granted(&world.instance_id).await, ["live-ec2"]);
-    let allow: Vec<_> = deployed
-        .arm
-        .rules(&nsg)
-        .into_iter()
-        .filter(|r| r["properties"]["access"] == "Allow")
-        .collect();
-    assert!(allow.is_empty(), "{allow:?}");
+    assert_no_allow_rule(&deployed, &nsg);
     assert_expired(&deployed, &["old-ec2", "old-az"]).await;
 
     // The next minute's sweep finds nothing left to do.
@@ -152,12 +157,6 @@ async fn a_timer_from_the_expiry_queue_closes_its_grant_and_only_it() {
         "{response}"
     );
     assert_eq!(deployed.granted(&vm.world.instance_id).await, ["live-ec2"]);
-    let allow: Vec<_> = deployed
-        .arm
-        .rules(&nsg)
-        .into_iter()
-        .filter(|r| r["properties"]["access"] == "Allow")
-        .collect();
-    assert!(allow.is_empty(), "{allow:?}");
+    assert_no_allow_rule(&deployed, &nsg);
     assert_expired(&deployed, &["done-ec2", "done-az"]).await;
 }

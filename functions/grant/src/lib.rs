@@ -23,7 +23,7 @@ use jitvm_core::ports::{
     AdapterError, ExpiryTimers, Firewall, Opened, PolicyStore, RequestQuery, RequestStore, RuleKey,
     close_request_rules,
 };
-use jitvm_core::rule::rfc3339;
+use jitvm_core::rule::{rfc3339, to_the_second};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
     AccessRequest, Decision, Grant, Port, PortRecord, PortStatus, RefusalReason, RequestId,
@@ -244,7 +244,7 @@ async fn process_since(
             }
         }
     };
-    open_all(app, &record, &grants, &request, (now, started)).await
+    open_all(app, &record, &grants, &request, now, started).await
 }
 
 /// Opens every grant whose port is still `Initiating`, then records the
@@ -255,7 +255,8 @@ async fn open_all(
     record: &RequestRecord,
     grants: &[Grant],
     request: &AccessRequest,
-    (now, started): (Timestamp, Instant),
+    now: Timestamp,
+    started: Instant,
 ) -> Outcome {
     let id = record.id().clone();
     let mut results: Vec<(Grant, Result<Opened, String>)> = Vec::new();
@@ -419,27 +420,24 @@ async fn open_all(
         }
         .emit();
     }
-    // Opening took a while (seconds on Azure): the timers count from now.
-    let elapsed = SignedDuration::try_from(started.elapsed()).unwrap_or(SignedDuration::ZERO);
-    set_timers(
-        app,
-        &results,
-        &to_close,
-        now.checked_add(elapsed).unwrap_or(now),
-    )
-    .await;
+    set_timers(app, &results, &to_close, now, started).await;
     retry_reason.map_or(Outcome::Done, Outcome::Retry)
 }
 
 /// Sets the expiry timer of every rule opened (again, for a redelivered
 /// message: a second timer for the same rule does nothing more). A timer
 /// that cannot be set is logged, not retried: the sweep closes the rule.
+/// The batch began at `now` (the instant `started`); opening took a while
+/// (seconds on Azure), so the delays count from the time it is now.
 async fn set_timers(
     app: &GrantApp<'_>,
     results: &[(Grant, Result<Opened, String>)],
     closed: &[RuleKey],
     now: Timestamp,
+    started: Instant,
 ) {
+    let elapsed = SignedDuration::try_from(started.elapsed()).unwrap_or(SignedDuration::ZERO);
+    let now = now.checked_add(elapsed).unwrap_or(now);
     for (grant, result) in results {
         let Ok(opened) = result else { continue };
         let rules: Vec<RuleKey> = opened
@@ -451,8 +449,8 @@ async fn set_timers(
         if rules.is_empty() {
             continue;
         }
-        // The rule's own end time, as its tag or name says it (to the second).
-        let close_at = Timestamp::from_second(grant.end().as_second()).unwrap_or(grant.end());
+        // The rule's own end time, as its tag or name says it.
+        let close_at = to_the_second(grant.end());
         let timer = Timer::expiry(
             grant.request_id().clone(),
             grant.vm().clone(),

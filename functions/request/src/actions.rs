@@ -365,13 +365,10 @@ async fn close_pass(
     tokio::time::timeout(REVOKE_PASS, close_request_rules(api.firewall, vm, id, None))
         .await
         .unwrap_or_else(|_| {
-            Err(AdapterError::Transient {
-                message: format!(
-                    "the cloud did not answer within {} s",
-                    REVOKE_PASS.as_secs()
-                ),
-                source: None,
-            })
+            Err(AdapterError::timed_out(
+                "the cloud did not answer",
+                REVOKE_PASS,
+            ))
         })
 }
 

@@ -153,29 +153,18 @@ impl Host {
         if received.is_empty() {
             return Ok(PollReport::default());
         }
-        let app = GrantApp {
-            policies: &self.stack.store,
-            requests: &self.stack.store,
-            firewall: &self.stack.firewall,
-            timers: &self.timers,
-            approval_timeout: self.settings.approval_timeout,
-        };
-        let response = jitvm_grant::handle_batch(&app, sqs_event(&received), self.now()).await;
+        let response =
+            jitvm_grant::handle_batch(&self.grant_app(), sqs_event(&received), self.now()).await;
         settle(&self.queue, &received, &response).await
     }
 
-    /// Receives one batch of timers from the expiry queue and hands it to
-    /// the expire function's timer handler, as Lambda's event source
-    /// mapping does.
-    pub async fn poll_timers_once(&self, wait_seconds: i32) -> Result<PollReport, AdapterError> {
-        let received = self.timers.receive(10, wait_seconds).await?;
-        if received.is_empty() {
-            return Ok(PollReport::default());
-        }
-        let clock = Arc::clone(&self.clock);
+    /// Hands a batch of timers from the expiry queue to the expire
+    /// function's timer handler, as Lambda's event source mapping does.
+    async fn handle_timers(&self, received: &[Received]) -> Result<PollReport, AdapterError> {
         let response =
-            jitvm_expire::handle_timers(&self.expire_app(), sqs_event(&received), &*clock).await;
-        settle(&self.timers, &received, &response).await
+            jitvm_expire::handle_timers(&self.expire_app(), sqs_event(received), &*self.clock)
+                .await;
+        settle(&self.timers, received, &response).await
     }
 
     /// Runs the expiry sweep once, at `now`.
@@ -183,7 +172,19 @@ impl Host {
         jitvm_expire::sweep(&self.expire_app(), now).await
     }
 
-    fn expire_app(&self) -> ExpireApp<'_> {
+    /// The grant function as the host runs it.
+    pub fn grant_app(&self) -> GrantApp<'_> {
+        GrantApp {
+            policies: &self.stack.store,
+            requests: &self.stack.store,
+            firewall: &self.stack.firewall,
+            timers: &self.timers,
+            approval_timeout: self.settings.approval_timeout,
+        }
+    }
+
+    /// The expire function as the host runs it.
+    pub fn expire_app(&self) -> ExpireApp<'_> {
         ExpireApp {
             firewall: &self.stack.firewall,
             requests: &self.stack.store,
@@ -226,11 +227,7 @@ impl Host {
             }
             let host = Arc::clone(&self);
             tokio::spawn(async move {
-                let clock = Arc::clone(&host.clock);
-                let response =
-                    jitvm_expire::handle_timers(&host.expire_app(), sqs_event(&received), &*clock)
-                        .await;
-                if let Err(e) = settle(&host.timers, &received, &response).await {
+                if let Err(e) = host.handle_timers(&received).await {
                     tracing::error!(error = %e, "settling a batch of timers failed");
                 }
             });

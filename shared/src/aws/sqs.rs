@@ -134,23 +134,7 @@ impl SqsQueue {
     /// Calling it again, or from two places at once, is harmless.
     pub async fn ensure(config: &SdkConfig, name: &str) -> Result<SqsQueue, AdapterError> {
         let dead = dead_letter_name(name)?;
-        let fifo = (QueueAttributeName::FifoQueue, "true".to_owned());
-        let attributes = [
-            fifo.clone(),
-            (
-                QueueAttributeName::ContentBasedDeduplication,
-                "false".to_owned(),
-            ),
-        ];
-        ensure_with_dead_letter(
-            config,
-            name,
-            &dead,
-            &attributes,
-            Some(fifo),
-            MAX_RECEIVE_COUNT,
-        )
-        .await
+        ensure_with_dead_letter(config, name, &dead, true, MAX_RECEIVE_COUNT).await
     }
 
     /// The standard queue named `name` (the expiry queue), created when
@@ -166,7 +150,7 @@ impl SqsQueue {
                 ),
             ));
         }
-        ensure_with_dead_letter(config, name, &dead, &[], None, TIMER_MAX_RECEIVE_COUNT).await
+        ensure_with_dead_letter(config, name, &dead, false, TIMER_MAX_RECEIVE_COUNT).await
     }
 
     pub fn url(&self) -> &str {
@@ -372,26 +356,30 @@ impl RequestQueue for SqsQueue {
     }
 }
 
-/// Queue `name` with `attributes`, its dead-letter queue `dead` (made
-/// with `dead_kind`, when the queue is FIFO) and a redrive policy of
-/// `max_receives`; found when it exists.
+/// Queue `name` (FIFO, deduplicated by id, when `fifo`), its dead-letter
+/// queue `dead` of the same kind and a redrive policy of `max_receives`;
+/// found when it exists.
 async fn ensure_with_dead_letter(
     config: &SdkConfig,
     name: &str,
     dead: &str,
-    attributes: &[(QueueAttributeName, String)],
-    dead_kind: Option<(QueueAttributeName, String)>,
+    fifo: bool,
     max_receives: u32,
 ) -> Result<SqsQueue, AdapterError> {
     let client = Client::new(config);
     if let Some(url) = queue_url(&client, name).await? {
         return Ok(SqsQueue { client, url });
     }
+    let kind: Vec<(QueueAttributeName, String)> = if fifo {
+        vec![(QueueAttributeName::FifoQueue, "true".to_owned())]
+    } else {
+        Vec::new()
+    };
     let mut dead_attributes = vec![(
         QueueAttributeName::MessageRetentionPeriod,
         DEAD_LETTER_RETENTION_SECS.to_string(),
     )];
-    dead_attributes.extend(dead_kind);
+    dead_attributes.extend(kind.iter().cloned());
     let dead_url = create_queue(&client, dead, &dead_attributes).await?;
     let dead_arn = client
         .get_queue_attributes()
@@ -413,7 +401,13 @@ async fn ensure_with_dead_letter(
         "deadLetterTargetArn": dead_arn,
         "maxReceiveCount": max_receives,
     });
-    let mut all = attributes.to_vec();
+    let mut all = kind;
+    if fifo {
+        all.push((
+            QueueAttributeName::ContentBasedDeduplication,
+            "false".to_owned(),
+        ));
+    }
     all.push((
         QueueAttributeName::VisibilityTimeout,
         VISIBILITY_TIMEOUT_SECS.to_string(),

@@ -380,29 +380,28 @@ impl AzureFirewall {
         AdapterError,
     > {
         let mut nsgs: BTreeMap<String, (String, Option<Value>)> = BTreeMap::new();
-        let listed = if scope == OTHER_SUBSCRIPTIONS {
-            None
-        } else {
-            let sub = scope;
+        let others = scope == OTHER_SUBSCRIPTIONS;
+        if !others {
             let path =
-                format!("/subscriptions/{sub}/providers/Microsoft.Network/networkSecurityGroups");
+                format!("/subscriptions/{scope}/providers/Microsoft.Network/networkSecurityGroups");
             // A subscription that cannot be listed fails its scope: a grant
             // whose policy record was lost would otherwise stay open unseen.
             let listed = self
                 .arm
                 .list(&path, NETWORK_API_VERSION)
                 .await
-                .map_err(|e| e.into_adapter(&format!("listing the NSGs of subscription {sub}")))?;
-            Some(listed)
-        };
-        for nsg in listed.iter().flatten() {
-            if let Some(id) = nsg.get("id").and_then(Value::as_str) {
-                nsgs.insert(id.to_ascii_lowercase(), (id.to_owned(), Some(nsg.clone())));
+                .map_err(|e| {
+                    e.into_adapter(&format!("listing the NSGs of subscription {scope}"))
+                })?;
+            for nsg in listed {
+                if let Some(id) = nsg.get("id").and_then(Value::as_str) {
+                    nsgs.insert(id.to_ascii_lowercase(), (id.to_owned(), Some(nsg.clone())));
+                }
             }
         }
         let in_scope = |nsg: &str| {
             let sub = subscription_of(nsg);
-            if scope == OTHER_SUBSCRIPTIONS {
+            if others {
                 !self
                     .subscriptions
                     .iter()
@@ -427,7 +426,7 @@ impl AzureFirewall {
                         }
                     }
                 }
-                Err(e) if listed.is_none() => return Err(e),
+                Err(e) if others => return Err(e),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot list policies; sweeping the subscription's NSGs only");
                 }

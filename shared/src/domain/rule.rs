@@ -75,9 +75,12 @@ pub enum DecodeError {
 
 /// The end time as tags and messages write it: RFC 3339 UTC, seconds.
 pub fn rfc3339(t: Timestamp) -> String {
-    Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
+    to_the_second(t).to_string()
+}
+
+/// `t` as rules keep it: to the second, the fraction dropped.
+pub fn to_the_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// The tags of an AWS rule opened for `grant`, as (key, value) pairs.

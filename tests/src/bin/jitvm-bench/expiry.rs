@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use jitvm_tests::arm_fake::{Fault, FaultKind};
-use jitvm_tests::stack::{ALICE, RG_STACK, Stack, azure_vm, enable, timer_of};
-use reqwest::Method;
+use jitvm_tests::stack::{
+    ALICE, RG_STACK, Stack, ask, azure_vm, enable, grant_rule_names, granted_requests, request,
+    timer_of,
+};
 use serde_json::json;
 
 use crate::{bench_policy, report};
@@ -29,25 +31,29 @@ struct Target {
 }
 
 impl Target {
+    /// Asks for port 22 from `source` for `duration` as alice: the request
+    /// id and its end time.
+    async fn ask(&self, stack: &Stack, source: &str, duration: &str) -> (String, Timestamp) {
+        let port =
+            json!({"number": 22, "duration": duration, "allowedSourceAddressPrefix": source});
+        let (status, accepted) = request(stack, ALICE, ask(&self.vm, port)).await;
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+        let end = accepted["virtualMachines"][0]["ports"][0]["endTimeUtc"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("an end time");
+        (id, end)
+    }
+
     /// The request ids of the grants open now.
     async fn open(&self, stack: &Stack) -> Vec<String> {
-        if self.azure {
-            return stack
-                .arm
-                .rules(&self.firewall)
-                .iter()
-                .filter_map(|r| r["name"].as_str())
-                .filter(|n| n.starts_with("jitvm-") && !n.starts_with("jitvm-deny-"))
-                .filter_map(|n| n.rsplit('-').next().map(str::to_owned))
-                .collect();
+        if !self.azure {
+            return granted_requests(&stack.ec2, &self.firewall).await;
         }
-        stack
-            .ingress_rules_of_group(&self.firewall)
-            .await
+        grant_rule_names(&stack.arm, &self.firewall)
             .iter()
-            .flat_map(|r| r.tags().to_vec())
-            .filter(|t| t.key() == Some("jitvm:request"))
-            .filter_map(|t| t.value().map(str::to_owned))
+            .filter_map(|n| n.rsplit('-').next().map(str::to_owned))
             .collect()
     }
 }
@@ -112,22 +118,7 @@ async fn overshoot(stack: &Stack, targets: &[&Target], path: &str, round: u8) {
         for (t, target) in targets.iter().enumerate() {
             let seconds = FIRST_END + (i as u64 * spread) / 1000;
             let source = format!("198.51.{}.{}", 100 + round * 2 + t as u8, i + 1);
-            let body = json!({"virtualMachines": [{"id": target.vm, "ports": [{"number": 22,
-                "duration": format!("PT{seconds}S"), "allowedSourceAddressPrefix": source}]}]});
-            let (status, accepted) = stack
-                .call(
-                    Method::POST,
-                    "/v1/requests",
-                    Some(ALICE),
-                    Some(body.to_string()),
-                )
-                .await;
-            assert_eq!(status, 202, "{accepted}");
-            let id = accepted["id"].as_str().unwrap_or_default().to_owned();
-            let end = accepted["virtualMachines"][0]["ports"][0]["endTimeUtc"]
-                .as_str()
-                .and_then(|t| t.parse().ok())
-                .expect("an end time");
+            let (id, end) = target.ask(stack, &source, &format!("PT{seconds}S")).await;
             ends[t].insert(id, end);
         }
     }
@@ -173,17 +164,7 @@ async fn drop_timers(stack: &Stack) {
 /// Asks for port 22 of `target` from `source` for 30 minutes and waits
 /// until its rule is open and the grant function done; its request id.
 async fn open_one(stack: &Stack, target: &Target, source: &str) -> String {
-    let body = json!({"virtualMachines": [{"id": target.vm, "ports": [{"number": 22,
-        "duration": "PT30M", "allowedSourceAddressPrefix": source}]}]});
-    let (_, accepted) = stack
-        .call(
-            Method::POST,
-            "/v1/requests",
-            Some(ALICE),
-            Some(body.to_string()),
-        )
-        .await;
-    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    let (id, _) = target.ask(stack, source, "PT30M").await;
     while !target.open(stack).await.contains(&id) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
