@@ -114,9 +114,14 @@ impl From<AdapterError> for ApiError {
                 let status = match code.as_str() {
                     "InvalidQuery" => 400,
                     "Unsupported" | "UnsupportedCloud" | "CloudNotConfigured"
-                    | "RegionNotSwept" | "NoDefaultGroup" => 422,
-                    "JitNotEnabled" | "DuplicateGrant" | "JitGroupConflict" | "JitGroupShared"
-                    | "PriorityBandFull" | "CannotRestore" => 409,
+                    | "RegionNotSwept" => 422,
+                    "JitNotEnabled"
+                    | "DuplicateGrant"
+                    | "JitGroupConflict"
+                    | "JitGroupShared"
+                    | "PlaceholderConflict"
+                    | "PriorityBandFull"
+                    | "CannotRestore" => 409,
                     _ => 502,
                 };
                 Self::new(status, code, message)

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use crate::domain::{Cloud, Grant, Justification, Policy, VmId};
 use crate::ports::{
-    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, Scope, VmFacts,
+    AdapterError, Detached, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, Scope,
+    VmFacts,
 };
 
 /// The firewalls of a deployment; a cloud left `None` is not configured.
@@ -118,6 +119,10 @@ impl Firewall for Clouds {
             self.each(Cloud::Azure, &azure, |f, keys| f.revoke(keys)),
         );
         Ok(aws?.unwrap_or(0) + azure?.unwrap_or(0))
+    }
+
+    async fn keep_exclusive(&self, scope: &Scope) -> Result<Vec<Detached>, AdapterError> {
+        self.of(scope.cloud)?.keep_exclusive(scope).await
     }
 }
 

@@ -162,6 +162,20 @@ pub struct FoundRule {
     pub decoded: Result<RuleMeta, DecodeError>,
 }
 
+/// A jitvm firewall taken off a network interface that is not its VM's:
+/// what [`Firewall::keep_exclusive`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detached {
+    /// The network interface it was on.
+    pub interface: String,
+    /// The instance that interface is attached to; `None` when unattached.
+    pub instance: Option<String>,
+    /// The security group id.
+    pub firewall: String,
+    /// The VM the firewall belongs to.
+    pub vm: VmId,
+}
+
 /// What opening a grant did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -271,6 +285,16 @@ pub trait Firewall: Send + Sync {
     /// Removes rules, batched per firewall. Rules already gone are not an
     /// error. Returns how many were removed.
     async fn revoke(&self, rules: &[RuleKey]) -> Result<usize, AdapterError>;
+
+    /// Takes every jitvm firewall of `scope` off the interfaces that are
+    /// not its VM's (a copied launch template carries it along), so that a
+    /// grant opens exactly one VM; returns what it removed. The default
+    /// does nothing: for a cloud whose firewall rules name their VM (Azure),
+    /// there is nothing to carry.
+    async fn keep_exclusive(&self, scope: &Scope) -> Result<Vec<Detached>, AdapterError> {
+        let _ = scope;
+        Ok(Vec::new())
+    }
 }
 
 /// A stored policy and what enabling it found.

@@ -11,6 +11,25 @@
 //! carries it; a group dedicated to one instance makes a grant open exactly
 //! the VM that was asked for.
 //!
+//! That holds only while no other interface carries the group, and a launch
+//! template or "launch more like this" copies an instance's groups to the
+//! next one. So exclusivity is kept by the sweep
+//! ([`Firewall::keep_exclusive`], every minute, in each swept region): each
+//! jitvm group is taken off every interface that is not attached to its
+//! own instance (unattached ones included), with an audit event each. A
+//! rule is also refused while the group is shared, so the gap until the
+//! next sweep opens nothing new.
+//!
+//! Taking a group off an interface never widens it. An interface needs at
+//! least one group, and the VPC's `default` group would admit all traffic
+//! from its other members; so an interface that would be left with none
+//! gets instead the VPC's placeholder group, `jitvm-empty-<vpc-id>`, made
+//! on first need with no inbound rule and its default outbound rule
+//! revoked: it allows nothing either way. It is tagged
+//! `jitvm:placeholder=true`, not `jitvm:managed`: it belongs to no VM,
+//! holds no grant, and the sweep does not list it. Disabling JIT takes the
+//! group off its interfaces the same way.
+//!
 //! Each grant is written in one `AuthorizeSecurityGroupIngress` call: one
 //! permission per concrete protocol (`*` becomes TCP and UDP, because "all
 //! protocols" in AWS would also mean all ports), one range per CIDR (`*`
@@ -60,7 +79,8 @@ use super::{CallCounter, error_code, sdk_error};
 use crate::domain::rule::{self, TAG_MANAGED, TAG_REQUEST, TAG_VM};
 use crate::domain::{AwsInstance, Cloud, Grant, Justification, Policy, Port, Protocol, VmId};
 use crate::ports::{
-    AdapterError, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, Scope, VmFacts,
+    AdapterError, Detached, Enablement, Exposure, Firewall, FoundRule, Opened, RuleKey, Scope,
+    VmFacts,
 };
 
 /// AWS's default quota of security groups per network interface.
@@ -75,8 +95,19 @@ const RULE_NOT_FOUND: &[&str] = &[
     "InvalidSecurityGroupRuleId.NotFound",
 ];
 const GROUP_NOT_FOUND: &str = "InvalidGroup.NotFound";
+const DUPLICATE_GROUP: &str = "InvalidGroup.Duplicate";
 const DUPLICATE_RULE: &str = "InvalidPermission.Duplicate";
 const RULE_LIMIT: &str = "RulesPerSecurityGroupLimitExceeded";
+
+/// The tag (value `true`) of the placeholder group jitvm puts on an
+/// interface it would otherwise leave with no group. Not
+/// `jitvm:managed`: the placeholder belongs to no VM and holds no grant.
+pub const TAG_PLACEHOLDER: &str = "jitvm:placeholder";
+
+/// The name of the placeholder group of `vpc_id`.
+pub fn placeholder_name(vpc_id: &str) -> String {
+    format!("jitvm-empty-{vpc_id}")
+}
 
 /// How the adapter is set up.
 #[derive(Debug, Clone)]
@@ -179,21 +210,90 @@ impl Ec2Firewall {
     /// Every rule on the jitvm groups of one region.
     async fn region_rules(&self, region: &str) -> Result<Vec<FoundRule>, AdapterError> {
         let client = self.client(region);
-        let groups = describe_groups(
-            &client,
-            vec![filter(&format!("tag:{TAG_MANAGED}"), ["true"])],
-        )
-        .await
-        .map_err(|e| sdk_error(&format!("listing jitvm security groups in {region}"), e))?;
-        let groups: Vec<(String, Option<VmId>)> = groups
-            .iter()
-            .filter(|g| tag(g.tags(), TAG_MANAGED) == Some("true"))
-            .filter_map(|g| {
-                let vm = tag(g.tags(), TAG_VM).and_then(|v| VmId::parse(v).ok());
-                g.group_id().map(|id| (id.to_owned(), vm))
-            })
-            .collect();
+        let groups = managed_groups(&client, region).await?;
         self.found_rules(&client, region, &groups).await
+    }
+
+    /// Takes each jitvm group of `region` off every interface that is not
+    /// its instance's (see [`Firewall::keep_exclusive`]). One interface
+    /// failing does not stop the others; the call fails only if every
+    /// interface it tried failed (the next sweep finds them again).
+    async fn region_exclusive(&self, region: &str) -> Result<Vec<Detached>, AdapterError> {
+        let client = self.client(region);
+        let mut owners: HashMap<String, AwsInstance> = HashMap::new();
+        for (group, vm) in managed_groups(&client, region).await? {
+            match vm {
+                Some(VmId::Aws(inst)) => {
+                    owners.insert(group, inst);
+                }
+                // Without its VM, there is no telling which interface is
+                // the right one: the group is left where it is.
+                _ => {
+                    tracing::warn!(region, group = %group, "jitvm security group without a readable {TAG_VM} tag: cannot tell which instance it belongs to; left where it is");
+                }
+            }
+        }
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = owners.keys().cloned().collect();
+        let enis = describe_interfaces(&client, "group-id", &ids)
+            .await
+            .map_err(|e| {
+                sdk_error(
+                    &format!("listing the interfaces of jitvm groups in {region}"),
+                    e,
+                )
+            })?;
+        let mut seen = BTreeSet::new();
+        let mut detached = Vec::new();
+        let mut failures = Vec::new();
+        for eni in &enis {
+            let Some(eni_id) = eni.network_interface_id() else {
+                continue;
+            };
+            // Chunks of the filter can list an interface twice.
+            if !seen.insert(eni_id) {
+                continue;
+            }
+            let instance = eni.attachment().and_then(|a| a.instance_id());
+            let strays: Vec<(&str, &AwsInstance)> = eni
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .filter_map(|g| owners.get_key_value(g))
+                .filter(|(_, owner)| Some(owner.instance_id()) != instance)
+                .map(|(g, owner)| (g.as_str(), owner))
+                .collect();
+            if strays.is_empty() {
+                continue;
+            }
+            let remove: BTreeSet<&str> = strays.iter().map(|(g, _)| *g).collect();
+            match self.take_off(&client, eni, &remove).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(region, eni = eni_id, groups = ?remove, error = %e, "cannot take jitvm groups off an interface that is not their instance's; carrying on with the others");
+                    failures.push(e);
+                    continue;
+                }
+            }
+            for (group, owner) in strays {
+                let vm = owner.to_string();
+                let carrier = instance.unwrap_or("none");
+                tracing::info!(target: "audit", event = "jit_group_detached", vm = %vm, group, eni = eni_id, instance = carrier, "detached {group} from {eni_id}: it was carried by an interface that is not its VM's ({} is jitvm's for {} only; the interface is attached to {carrier})", group, owner.instance_id());
+                detached.push(Detached {
+                    interface: eni_id.to_owned(),
+                    instance: instance.map(str::to_owned),
+                    firewall: group.to_owned(),
+                    vm: VmId::Aws(owner.clone()),
+                });
+            }
+        }
+        if detached.is_empty() && !failures.is_empty() {
+            return Err(failures.remove(0));
+        }
+        Ok(detached)
     }
 
     /// Refuses to open `group` when any interface other than the
@@ -227,7 +327,7 @@ impl Ec2Firewall {
         Err(AdapterError::permanent(
             "JitGroupShared",
             format!(
-                "security group {group} is jitvm's for {} only, but {} also carry it, so a grant would open them too; remove it from them",
+                "security group {group} is jitvm's for {} only, but {} also carry it, so a grant would open them too; the sweep takes it off them within a minute, or remove it from them and try again",
                 inst.instance_id(),
                 strangers.join(", ")
             ),
@@ -423,7 +523,7 @@ impl Ec2Firewall {
                     return Ok(id.to_owned());
                 }
                 // Another enable made it first: read it back.
-                Err(e) if error_code(&e) == Some("InvalidGroup.Duplicate") && attempt == 0 => {}
+                Err(e) if error_code(&e) == Some(DUPLICATE_GROUP) && attempt == 0 => {}
                 Err(e) => return Err(sdk_error(&format!("creating security group {name}"), e)),
             }
         }
@@ -509,57 +609,184 @@ impl Ec2Firewall {
         let enis = describe_interfaces(client, "group-id", &[group.to_owned()])
             .await
             .map_err(|e| sdk_error(&format!("finding the interfaces of {group}"), e))?;
-        for eni in enis {
-            let Some(eni_id) = eni.network_interface_id() else {
-                continue;
-            };
-            let current: Vec<String> = eni
-                .groups()
-                .iter()
-                .filter_map(|g| g.group_id().map(str::to_owned))
-                .collect();
-            if !current.iter().any(|g| g == group) {
-                continue;
-            }
-            let mut keep: Vec<String> = current.into_iter().filter(|g| g != group).collect();
-            if keep.is_empty() {
-                // An interface needs one group: fall back to the VPC's default.
-                let vpc = eni.vpc_id().unwrap_or_default();
-                let default = describe_groups(
-                    client,
-                    vec![filter("vpc-id", [vpc]), filter("group-name", ["default"])],
-                )
-                .await
-                .map_err(|e| sdk_error(&format!("finding the default group of {vpc}"), e))?;
-                match default.iter().find_map(|g| g.group_id()) {
-                    Some(id) => keep.push(id.to_owned()),
-                    None => {
-                        return Err(AdapterError::permanent(
-                            "NoDefaultGroup",
-                            format!(
-                                "{group} is the only security group of {eni_id} and {vpc} has no default group to put in its place; attach another group to {eni_id} and disable again"
-                            ),
-                        ));
-                    }
-                }
-            }
-            match client
-                .modify_network_interface_attribute()
-                .network_interface_id(eni_id)
-                .set_groups(Some(keep))
-                .send()
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(target: "audit", event = "jit_group_detached", vm, group, eni = eni_id, "detached {group} from {eni_id}");
-                }
-                Err(e) if error_code(&e) == Some("InvalidNetworkInterfaceID.NotFound") => {}
-                Err(e) => {
-                    return Err(sdk_error(&format!("detaching {group} from {eni_id}"), e));
-                }
+        let remove = BTreeSet::from([group]);
+        for eni in &enis {
+            if self.take_off(client, eni, &remove).await? {
+                let eni_id = eni.network_interface_id().unwrap_or_default();
+                let instance = eni
+                    .attachment()
+                    .and_then(|a| a.instance_id())
+                    .unwrap_or("none");
+                tracing::info!(target: "audit", event = "jit_group_detached", vm, group, eni = eni_id, instance, "detached {group} from {eni_id}");
             }
         }
         Ok(())
+    }
+
+    /// Takes `remove` off interface `eni` without widening it: an
+    /// interface left with no group gets its VPC's placeholder group, which
+    /// admits nothing, never the VPC's `default` group, which admits
+    /// everything from the default group's other members. Returns whether
+    /// it changed the interface (not when none of `remove` was on it, or
+    /// the interface is gone).
+    async fn take_off(
+        &self,
+        client: &Client,
+        eni: &NetworkInterface,
+        remove: &BTreeSet<&str>,
+    ) -> Result<bool, AdapterError> {
+        let Some(eni_id) = eni.network_interface_id() else {
+            return Ok(false);
+        };
+        let current: Vec<&str> = eni.groups().iter().filter_map(|g| g.group_id()).collect();
+        if !current.iter().any(|g| remove.contains(g)) {
+            return Ok(false);
+        }
+        let mut keep: Vec<String> = current
+            .into_iter()
+            .filter(|g| !remove.contains(g))
+            .map(str::to_owned)
+            .collect();
+        if keep.is_empty() {
+            // An interface needs one group.
+            let vpc = eni.vpc_id().filter(|v| !v.is_empty()).ok_or_else(|| {
+                AdapterError::permanent(
+                    "InvalidResponse",
+                    format!("interface {eni_id} has no VPC, so no placeholder group can replace its last group"),
+                )
+            })?;
+            keep.push(self.placeholder(client, vpc).await?);
+        }
+        match client
+            .modify_network_interface_attribute()
+            .network_interface_id(eni_id)
+            .set_groups(Some(keep))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("InvalidNetworkInterfaceID.NotFound") => Ok(false),
+            Err(e) => Err(sdk_error(
+                &format!(
+                    "taking {} off {eni_id}",
+                    remove.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+                e,
+            )),
+        }
+    }
+
+    /// Finds or creates the placeholder group of `vpc_id`: no inbound and
+    /// no outbound rule, so an interface that carries it alone is reached
+    /// by nothing and reaches nothing. A placeholder found with rules (a
+    /// creator stopped before emptying it, or someone added some) is
+    /// emptied first.
+    async fn placeholder(&self, client: &Client, vpc_id: &str) -> Result<String, AdapterError> {
+        let name = placeholder_name(vpc_id);
+        for attempt in 0..2 {
+            let existing = describe_groups(
+                client,
+                vec![
+                    filter("group-name", [name.as_str()]),
+                    filter("vpc-id", [vpc_id]),
+                ],
+            )
+            .await
+            .map_err(|e| sdk_error(&format!("looking for security group {name}"), e))?;
+            if let Some(group) = existing
+                .iter()
+                .find(|g| g.group_name() == Some(name.as_str()))
+            {
+                let id = group.group_id().ok_or_else(|| {
+                    AdapterError::permanent(
+                        "InvalidResponse",
+                        format!("security group {name} has no id"),
+                    )
+                })?;
+                if tag(group.tags(), TAG_PLACEHOLDER) != Some("true") {
+                    return Err(AdapterError::permanent(
+                        "PlaceholderConflict",
+                        format!(
+                            "security group {id} is named {name} but is not tagged {TAG_PLACEHOLDER}=true, so jitvm will not use it in place of a removed group; remove or rename it"
+                        ),
+                    ));
+                }
+                if !group.ip_permissions().is_empty() || !group.ip_permissions_egress().is_empty() {
+                    self.empty_group(client, id).await?;
+                }
+                return Ok(id.to_owned());
+            }
+            let created = client
+                .create_security_group()
+                .group_name(&name)
+                .description(format!(
+                    "jitvm placeholder for {vpc_id}: allows nothing; stands in for a jitvm group taken off an interface that had no other group"
+                ))
+                .vpc_id(vpc_id)
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::SecurityGroup)
+                        .tags(ec2_tag(TAG_PLACEHOLDER, "true"))
+                        .tags(ec2_tag("Name", &name))
+                        .build(),
+                )
+                .send()
+                .await;
+            match created {
+                Ok(out) => {
+                    let id = out.group_id().ok_or_else(|| {
+                        AdapterError::permanent(
+                            "InvalidResponse",
+                            format!("CreateSecurityGroup for {name} returned no id"),
+                        )
+                    })?;
+                    // A new group allows all outbound traffic.
+                    self.empty_group(client, id).await?;
+                    tracing::info!(target: "audit", event = "placeholder_group_created", group = id, vpc = vpc_id, "created security group {name}, which allows nothing, to stand in for jitvm groups taken off interfaces with no other group");
+                    return Ok(id.to_owned());
+                }
+                // Another sweep or disable made it first: read it back.
+                Err(e) if error_code(&e) == Some(DUPLICATE_GROUP) && attempt == 0 => {}
+                Err(e) => return Err(sdk_error(&format!("creating security group {name}"), e)),
+            }
+        }
+        Err(AdapterError::Conflict(format!(
+            "security group {name} was reported both missing and existing; try again"
+        )))
+    }
+
+    /// Revokes every rule of `group`, inbound and outbound.
+    async fn empty_group(&self, client: &Client, group: &str) -> Result<(), AdapterError> {
+        let rules = describe_rules(client, "group-id", &[group])
+            .await
+            .map_err(|e| sdk_error(&format!("describing the rules of {group}"), e))?;
+        let (egress, ingress): (Vec<&SecurityGroupRule>, Vec<&SecurityGroupRule>) =
+            rules.iter().partition(|r| r.is_egress() == Some(true));
+        let ids = |rules: &[&SecurityGroupRule]| -> Vec<String> {
+            rules
+                .iter()
+                .filter_map(|r| r.security_group_rule_id().map(str::to_owned))
+                .collect()
+        };
+        self.revoke_in(client, group, &ids(&ingress)).await?;
+        let egress = ids(&egress);
+        if egress.is_empty() {
+            return Ok(());
+        }
+        match client
+            .revoke_security_group_egress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(egress))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e).is_some_and(|c| RULE_NOT_FOUND.contains(&c)) => Ok(()),
+            Err(e) => Err(sdk_error(
+                &format!("revoking the outbound rules of {group}"),
+                e,
+            )),
+        }
     }
 
     /// Re-creates a standing rule that enabling closed.
@@ -1191,6 +1418,13 @@ impl Firewall for Ec2Firewall {
         self.region_rules(&scope.name).await
     }
 
+    async fn keep_exclusive(&self, scope: &Scope) -> Result<Vec<Detached>, AdapterError> {
+        if scope.cloud != Cloud::Aws {
+            return Ok(Vec::new());
+        }
+        self.region_exclusive(&scope.name).await
+    }
+
     async fn rules_at(&self, keys: &[RuleKey]) -> Result<Vec<FoundRule>, AdapterError> {
         let mut by_region: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for key in keys.iter().filter(|k| k.cloud == Cloud::Aws) {
@@ -1597,6 +1831,32 @@ async fn describe_groups(
     }
 }
 
+/// The jitvm-managed groups of `region` (by tag), each with the VM its
+/// `jitvm:vm` tag names, when that tag reads as a VM id.
+async fn managed_groups(
+    client: &Client,
+    region: &str,
+) -> Result<Vec<(String, Option<VmId>)>, AdapterError> {
+    let groups = describe_groups(
+        client,
+        vec![filter(&format!("tag:{TAG_MANAGED}"), ["true"])],
+    )
+    .await
+    .map_err(|e| sdk_error(&format!("listing jitvm security groups in {region}"), e))?;
+    Ok(groups
+        .iter()
+        .filter(|g| tag(g.tags(), TAG_MANAGED) == Some("true"))
+        .filter_map(|g| {
+            let vm = tag(g.tags(), TAG_VM).and_then(|v| VmId::parse(v).ok());
+            g.group_id().map(|id| (id.to_owned(), vm))
+        })
+        .collect())
+}
+
+type DescribeRulesError = SdkError<
+    aws_sdk_ec2::operation::describe_security_group_rules::DescribeSecurityGroupRulesError,
+>;
+
 /// The ingress rules whose `by` (a filter name: `group-id`,
 /// `security-group-rule-id`) is one of `values`, every page. A filter,
 /// not the ids parameter, so a rule already gone is left out rather than
@@ -1605,12 +1865,19 @@ async fn describe_ingress_rules(
     client: &Client,
     by: &str,
     values: &[&str],
-) -> Result<
-    Vec<SecurityGroupRule>,
-    SdkError<
-        aws_sdk_ec2::operation::describe_security_group_rules::DescribeSecurityGroupRulesError,
-    >,
-> {
+) -> Result<Vec<SecurityGroupRule>, DescribeRulesError> {
+    let mut rules = describe_rules(client, by, values).await?;
+    rules.retain(|r| r.is_egress() != Some(true));
+    Ok(rules)
+}
+
+/// The rules, inbound and outbound, whose `by` is one of `values`, every
+/// page (see [`describe_ingress_rules`]).
+async fn describe_rules(
+    client: &Client,
+    by: &str,
+    values: &[&str],
+) -> Result<Vec<SecurityGroupRule>, DescribeRulesError> {
     let mut out = Vec::new();
     for chunk in values.chunks(FILTER_CHUNK) {
         let mut token = None;
@@ -1621,12 +1888,7 @@ async fn describe_ingress_rules(
                 .set_next_token(token)
                 .send()
                 .await?;
-            out.extend(
-                page.security_group_rules()
-                    .iter()
-                    .filter(|r| r.is_egress() != Some(true))
-                    .cloned(),
-            );
+            out.extend(page.security_group_rules().iter().cloned());
             token = next(page.next_token());
             if token.is_none() {
                 break;
