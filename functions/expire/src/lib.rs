@@ -11,11 +11,14 @@
 //!   host, never leaves a rule open. A rule on a jitvm firewall that is not
 //!   a valid grant (added by hand, tags missing or edited) is drift: it is
 //!   removed too, with an audit event. It also denies the requests that
-//!   waited longer than the approval timeout for an approver.
+//!   waited longer than the approval timeout for an approver. And it takes
+//!   each jitvm firewall off any interface that is not its VM's
+//!   ([`jitvm_core::ports::Firewall::keep_exclusive`]).
 //!
 //! Both close rules the same way ([`close`]).
 
 mod close;
+mod exclusive;
 mod sweep;
 mod timer;
 

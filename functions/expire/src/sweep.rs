@@ -36,6 +36,8 @@ pub struct SweepSummary {
     pub record_errors: usize,
     /// Requests denied because no approver decided in time.
     pub approvals_timed_out: usize,
+    /// jitvm groups taken off interfaces that are not their VM's.
+    pub groups_detached: usize,
     /// The scopes swept (regions, subscriptions).
     pub scopes: usize,
     /// The scopes that failed or ran out of time, with why: the next sweep
@@ -52,6 +54,7 @@ struct ScopeSweep {
     expired: usize,
     drift: usize,
     closed: Closed,
+    groups_detached: usize,
     failure: Option<AdapterError>,
 }
 
@@ -83,6 +86,7 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         summary.revoked += s.closed.revoked;
         summary.records_updated += s.closed.records_updated;
         summary.record_errors += s.closed.record_errors;
+        summary.groups_detached += s.groups_detached;
         if let Some(e) = s.failure {
             tracing::error!(scope = %scope, error = %e, "the sweep of this scope stopped short; the others went on");
             summary.failed_scopes.push(format!("{scope}: {e}"));
@@ -95,6 +99,7 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         expired = summary.expired,
         drift = summary.drift,
         revoked = summary.revoked,
+        groups_detached = summary.groups_detached,
         failed_scopes = summary.failed_scopes.len(),
         "sweep done"
     );
@@ -167,6 +172,11 @@ async fn sweep_scope(app: &ExpireApp<'_>, scope: &Scope, now: Timestamp) -> Scop
                 break;
             }
         }
+    }
+    // After the expired rules, so a failure here never keeps them open.
+    match crate::exclusive::keep_exclusive(app, scope, deadline).await {
+        Ok(n) => swept.groups_detached = n,
+        Err(e) => _ = swept.failure.get_or_insert(e),
     }
     swept
 }
