@@ -111,15 +111,22 @@ impl Moto {
     }
 
     pub async fn config_in(&self, region: &str) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_owned()))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
-            .load()
-            .await
+        config_at(&self.endpoint, region).await
     }
+}
+
+/// An SDK config for `region` sending every call to `endpoint` (moto, or a
+/// [`fault_proxy::FaultProxy`] in front of it), with moto's dummy
+/// credentials.
+pub async fn config_at(endpoint: &str, region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .load()
+        .await
 }
 
 fn free_port() -> u16 {
@@ -236,6 +243,7 @@ pub async fn launch(
 }
 pub mod api_gateway;
 pub mod arm_fake;
+pub mod fault_proxy;
 pub mod lambda;
 pub mod stack;
 pub mod template;

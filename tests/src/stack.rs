@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::Moto;
 use crate::arm_fake::ArmFake;
+use crate::fault_proxy::FaultProxy;
 
 /// Tokens every stack accepts: `admin` may write policies.
 pub const ADMIN: &str = "admin-token-0001";
@@ -131,7 +132,23 @@ impl Stack {
     /// Starts a stack in `region` of `moto` (a test that stops moto gives
     /// its own).
     pub async fn start_on(moto: &Moto, region: &str) -> Stack {
-        let config = moto.config_in(region).await;
+        Self::start_at(moto.endpoint(), moto.endpoint(), region).await
+    }
+
+    /// Starts a stack in `region` whose host makes every AWS call (EC2,
+    /// DynamoDB, SQS) through `proxy`, so the faults injected there hit
+    /// it. The test's own clients ([`Stack::ec2`], [`Stack::sqs`]) go
+    /// straight to the proxy's upstream: faults never hit what a test
+    /// looks at.
+    pub async fn start_behind(proxy: &FaultProxy, region: &str) -> Stack {
+        Self::start_at(proxy.endpoint(), proxy.upstream(), region).await
+    }
+
+    /// Starts a stack in `region` whose host calls AWS at `host_endpoint`
+    /// and whose test clients call it at `test_endpoint`.
+    async fn start_at(host_endpoint: &str, test_endpoint: &str, region: &str) -> Stack {
+        let config = crate::config_at(host_endpoint, region).await;
+        let direct = crate::config_at(test_endpoint, region).await;
         let arm = ArmFake::start().await;
         arm.add_resource_group(SUBSCRIPTION, RG_STACK);
         let settings = Settings::from_lookup(|name| match name {
@@ -148,7 +165,7 @@ impl Stack {
         .expect("test settings are valid");
         let counter = CallCounter::default();
         let aws = jitvm_core::stack::Stack::with_azure_retry(
-            config.clone(),
+            config,
             &settings,
             Some(counter.clone()),
             fast_retry(),
@@ -186,8 +203,8 @@ impl Stack {
             host,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
-            ec2: aws_sdk_ec2::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::new(&direct),
+            sqs: aws_sdk_sqs::Client::new(&direct),
             region: region.to_owned(),
             counter,
             arm,
