@@ -18,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod expiry;
 pub mod lambda;
+pub mod policy_fit;
 pub mod ports;
 pub mod records;
 pub mod slack;

@@ -30,6 +30,8 @@ pub struct Audit<'a> {
     pub reason: Option<&'a str>,
     pub message: Option<&'a str>,
     pub rule: Option<&'a str>,
+    /// The cloud's error code of a failure, when it gave one.
+    pub code: Option<&'a str>,
 }
 
 impl Audit<'_> {
@@ -47,6 +49,7 @@ impl Audit<'_> {
             reason = self.reason,
             message = self.message,
             rule = self.rule,
+            code = self.code,
             "audit"
         );
     }

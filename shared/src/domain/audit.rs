@@ -132,7 +132,13 @@ fn row(record: &RequestRecord, change: &StatusChange, decision: Option<Timestamp
         reason: change.reason,
         end_time_utc: port.map(|p| p.end_time_utc),
         justification: record.justification().cloned(),
-        message: change.message.clone(),
+        // A failure's code leads its message, so the export and the log
+        // line carry it without a column of their own.
+        message: match (&change.code, &change.message) {
+            (Some(code), Some(m)) => Some(format!("{code}: {m}")),
+            (Some(code), None) => Some(code.clone()),
+            (None, m) => m.clone(),
+        },
     }
 }
 

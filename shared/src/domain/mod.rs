@@ -19,7 +19,7 @@ pub mod vm;
 pub use audit::{AUDIT_COLUMNS, AuditRow, audit_rows, changes_from};
 pub use duration::{AccessDuration, DurationError, MaxAccessDuration};
 pub use evaluate::{Decision, Grant, Refusal, RefusalReason, describe, evaluate};
-pub use policy::{Policy, PolicyDocument, PolicyError, PortRule};
+pub use policy::{HeldGrant, Policy, PolicyDocument, PolicyError, PortRule};
 pub use port::{Port, PortError, Protocol};
 pub use prefix::{PrefixError, SourcePrefix};
 pub use principal::{Principal, PrincipalError, PrincipalPattern};

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -223,6 +224,55 @@ impl Policy {
     /// With no approvers, requests are approved automatically.
     pub fn needs_approval(&self) -> bool {
         !self.approvers.is_empty()
+    }
+}
+
+/// A grant that is open now, as a policy change re-checks it: what its
+/// record says (the requestor and the protocol; `None` when the rule has no
+/// record), and what its rule opens.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldGrant<'a> {
+    pub requestor: Option<&'a Principal>,
+    pub port: Port,
+    pub protocol: Option<Protocol>,
+    pub source: &'a SourcePrefix,
+    pub end: Timestamp,
+}
+
+impl Policy {
+    /// Why this policy would refuse `held` were it asked for at `now`, in
+    /// words for the record; `None` when it still allows it. Approvers are
+    /// not re-checked: a grant approved before approvers were added stays.
+    pub fn refusal_of(&self, held: &HeldGrant<'_>, now: Timestamp) -> Option<String> {
+        if let Some(who) = held.requestor.filter(|who| !self.allows_requester(who)) {
+            return Some(format!("{who} is no longer among the policy's requesters"));
+        }
+        let port = held.port;
+        let Some(rule) = self.port(port) else {
+            return Some(format!("the policy no longer protects port {port}"));
+        };
+        if let Some(granted) = held.protocol.filter(|p| !rule.protocol().covers(*p)) {
+            return Some(format!(
+                "the policy now allows port {port} as {} only, not {granted}",
+                rule.protocol()
+            ));
+        }
+        if !rule.allows_source(held.source) {
+            return Some(format!(
+                "the policy no longer allows port {port} from {}",
+                held.source
+            ));
+        }
+        let latest = now
+            .checked_add(rule.max_request_access_duration().get())
+            .unwrap_or(now);
+        if held.end > latest {
+            return Some(format!(
+                "the policy now allows port {port} for {} at most, and this grant ends later",
+                rule.max_request_access_duration()
+            ));
+        }
+        None
     }
 }
 
@@ -539,6 +589,70 @@ mod tests {
 
     fn parse(body: Value) -> Result<Policy, PolicyError> {
         Policy::parse(vm(), &PolicyDocument::from_value(body)?)
+    }
+
+    #[test]
+    fn an_open_grant_is_refused_for_each_thing_a_new_policy_takes_away() {
+        let policy = parse(json!({
+            "ports": [{"number": 22, "protocol": "tcp",
+                       "allowedSourceAddressPrefixes": ["203.0.113.0/24"],
+                       "maxRequestAccessDuration": "PT1H"}],
+            "requesters": ["local:alice"]
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let alice = Principal::parse("local:alice").unwrap();
+        let bob = Principal::parse("local:bob").unwrap();
+        let inside = SourcePrefix::parse("203.0.113.7").unwrap();
+        let outside = SourcePrefix::parse("198.51.100.7").unwrap();
+        let fits = HeldGrant {
+            requestor: Some(&alice),
+            port: Port::parse(22).unwrap(),
+            protocol: Some(Protocol::Tcp),
+            source: &inside,
+            end: now
+                .checked_add(jiff::SignedDuration::from_mins(30))
+                .unwrap(),
+        };
+        assert_eq!(policy.refusal_of(&fits, now), None);
+        // No record: the rule's own facts are still checked.
+        let unrecorded = HeldGrant {
+            requestor: None,
+            protocol: None,
+            ..fits
+        };
+        assert_eq!(policy.refusal_of(&unrecorded, now), None);
+        let refused = [
+            HeldGrant {
+                requestor: Some(&bob),
+                ..fits
+            },
+            HeldGrant {
+                port: Port::parse(3389).unwrap(),
+                ..fits
+            },
+            HeldGrant {
+                protocol: Some(Protocol::Any),
+                ..fits
+            },
+            HeldGrant {
+                protocol: Some(Protocol::Udp),
+                ..fits
+            },
+            HeldGrant {
+                source: &outside,
+                ..fits
+            },
+            HeldGrant {
+                end: now
+                    .checked_add(jiff::SignedDuration::from_hours(2))
+                    .unwrap(),
+                ..fits
+            },
+        ];
+        for held in refused {
+            assert!(policy.refusal_of(&held, now).is_some(), "{held:?}");
+        }
     }
 
     #[test]

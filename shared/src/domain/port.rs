@@ -88,6 +88,12 @@ impl Protocol {
             Protocol::Any => &[Protocol::Tcp, Protocol::Udp],
         }
     }
+
+    /// True when a policy giving `self` allows a grant of `granted`: `*`
+    /// allows any, `tcp` and `udp` only themselves.
+    pub fn covers(self, granted: Protocol) -> bool {
+        self == Protocol::Any || self == granted
+    }
 }
 
 impl fmt::Display for Protocol {

@@ -116,6 +116,10 @@ pub struct PortRecord {
     pub status_reason: StatusReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The cloud's error code when the port failed (such as
+    /// `SecurityRuleCountLimitReached`), beside its message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 /// One entry of a record's history: the request's or one port's new status.
@@ -132,6 +136,9 @@ pub struct StatusChange {
     pub by: Option<Principal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The cloud's error code of a failure, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// How late the sweep may close a grant after its end time, with room to
@@ -174,6 +181,7 @@ impl RequestRecord {
                 status: PortStatus::Initiating,
                 status_reason: StatusReason::UserRequested,
                 message: None,
+                error_code: None,
             })
             .collect();
         let start = grants.first().map(Grant::start).unwrap_or(now);
@@ -194,6 +202,7 @@ impl RequestRecord {
                 reason: None,
                 by: Some(requestor.clone()),
                 message: None,
+                code: None,
             }],
         }
     }
@@ -262,6 +271,7 @@ impl RequestRecord {
                 reason: (to == RequestStatus::Denied).then_some(StatusReason::Denied),
                 by: by.cloned(),
                 message: message.map(str::to_owned),
+                code: None,
             });
         }
         Ok(t)
@@ -347,6 +357,7 @@ impl RequestRecord {
             port.status = to;
             port.status_reason = reason;
             port.message.clone_from(&message);
+            port.error_code = None;
             self.history.push(StatusChange {
                 at: now,
                 port: Some(number),
@@ -354,7 +365,32 @@ impl RequestRecord {
                 reason: Some(reason),
                 by: None,
                 message,
+                code: None,
             });
+        }
+        Ok(t)
+    }
+
+    /// Marks one port `Failed` for `reason`, with the cloud's error `code`
+    /// (when it gave one) kept beside the message, in the port and in its
+    /// history entry.
+    pub fn fail_port(
+        &mut self,
+        number: Port,
+        reason: StatusReason,
+        code: Option<&str>,
+        message: String,
+        now: Timestamp,
+    ) -> Result<Transition, IllegalTransition> {
+        let t = self.set_port(number, PortStatus::Failed, reason, Some(message), now)?;
+        if t == Transition::Changed {
+            let code = code.map(str::to_owned);
+            if let Some(port) = self.ports.iter_mut().find(|p| p.number == number) {
+                port.error_code.clone_from(&code);
+            }
+            if let Some(last) = self.history.last_mut() {
+                last.code = code;
+            }
         }
         Ok(t)
     }

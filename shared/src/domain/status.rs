@@ -43,6 +43,10 @@ pub enum StatusReason {
     PolicyChanged,
     /// The cloud refused to open the rule; the record's message says why.
     Error,
+    /// The rule was no longer on the firewall before its end time: removed
+    /// outside jitvm, or its closing was never recorded. The sweep found
+    /// it so.
+    RuleRemoved,
 }
 
 impl RequestStatus {
