@@ -194,7 +194,14 @@ impl Arm {
             .call(Method::PUT, &self.url(id, api_version)?, Some(body))
             .await?;
         if let Some(op) = header(&answer.headers, "azure-asyncoperation") {
-            self.await_operation(&op, &answer.headers).await?;
+            match self.await_operation(&op, &answer.headers).await {
+                Ok(()) => {}
+                Err(Failed::Operation(e)) => return Err(e),
+                // The write was accepted, and whether it took is unknown:
+                // the rule may be in the NSG, so this is never a refusal.
+                // Tried again, the PUT finds it there (or writes it).
+                Err(Failed::Call(e)) => return Err(unconfirmed(id, e)),
+            }
         }
         Ok(answer.body)
     }
@@ -246,7 +253,9 @@ impl Arm {
         } else {
             Ok(())
         };
-        waited.map_err(Failed::Operation)?;
+        waited.map_err(|f| match f {
+            Failed::Call(e) | Failed::Operation(e) => Failed::Operation(e),
+        })?;
         Ok(true)
     }
 
@@ -285,12 +294,14 @@ impl Arm {
         }
     }
 
-    /// Polls an `Azure-AsyncOperation` URL until the operation ends.
+    /// Polls an `Azure-AsyncOperation` URL until the operation ends:
+    /// `Failed::Operation` when it ended failed, `Failed::Call` when how it
+    /// ended could not be read.
     async fn await_operation(
         &self,
         url: &str,
         first: &reqwest::header::HeaderMap,
-    ) -> Result<(), ArmError> {
+    ) -> Result<(), Failed> {
         self.poll(url, first, |answer| {
             let status = answer
                 .body
@@ -333,7 +344,7 @@ impl Arm {
         &self,
         url: &str,
         first: &reqwest::header::HeaderMap,
-    ) -> Result<(), ArmError> {
+    ) -> Result<(), Failed> {
         self.poll(url, first, |answer| {
             (answer.status != StatusCode::ACCEPTED).then_some(Ok(()))
         })
@@ -347,15 +358,20 @@ impl Arm {
         url: &str,
         first: &reqwest::header::HeaderMap,
         done: impl Fn(&Answer) -> Option<Result<(), ArmError>>,
-    ) -> Result<(), ArmError> {
-        let url = self.own(url)?;
+    ) -> Result<(), Failed> {
+        let url = self.own(url).map_err(Failed::Call)?;
         let deadline = Instant::now() + self.retry.operation_timeout;
         let mut wait = self.poll_wait(first);
         loop {
-            self.sleep_until_or_fail(deadline, wait, &url).await?;
-            let answer = self.call(Method::GET, &url, None).await?;
+            self.sleep_until_or_fail(deadline, wait, &url)
+                .await
+                .map_err(Failed::Call)?;
+            let answer = self
+                .call(Method::GET, &url, None)
+                .await
+                .map_err(Failed::Call)?;
             if let Some(outcome) = done(&answer) {
-                return outcome;
+                return outcome.map_err(Failed::Operation);
             }
             wait = self.poll_wait(&answer.headers);
         }
@@ -506,6 +522,20 @@ async fn exchange(
     let status = response.status();
     let headers = response.headers().clone();
     Ok((status, headers, response.bytes().await?))
+}
+
+/// A write whose operation could not be read to its end (`e` says why):
+/// a failure that may pass, since the write may well have taken.
+fn unconfirmed(id: &str, e: ArmError) -> ArmError {
+    ArmError {
+        status: 503,
+        code: "OperationStatusUnknown".into(),
+        message: format!(
+            "the write of {id} was accepted, but how it ended could not be read ({}: {})",
+            e.code, e.message
+        ),
+        token: None,
+    }
 }
 
 fn local_error(code: &str, message: String) -> ArmError {
