@@ -91,6 +91,10 @@ impl Firewall for Clouds {
         self.all().flat_map(|f| f.scopes()).collect()
     }
 
+    fn scope_of(&self, vm: &VmId) -> Option<Scope> {
+        self.of(vm.cloud()).ok()?.scope_of(vm)
+    }
+
     async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError> {
         self.of(scope.cloud)?.rules_in(scope).await
     }

@@ -248,6 +248,10 @@ pub trait Firewall: Send + Sync {
     /// cleaned on its own.
     fn scopes(&self) -> Vec<Scope>;
 
+    /// The scope whose sweep covers `vm`'s rules; `None` when no sweep
+    /// does (a region or cloud this deployment does not manage).
+    fn scope_of(&self, vm: &VmId) -> Option<Scope>;
+
     /// Every rule on the jitvm-managed firewalls of one scope.
     async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError>;
 

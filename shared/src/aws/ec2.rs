@@ -444,19 +444,7 @@ impl Ec2Firewall {
         let name = inst.jit_group_name();
         let arn = inst.to_string();
         for attempt in 0..2 {
-            let existing = describe_groups(
-                client,
-                vec![
-                    filter("group-name", [name.as_str()]),
-                    filter("vpc-id", [vpc_id]),
-                ],
-            )
-            .await
-            .map_err(|e| sdk_error(&format!("looking for security group {name}"), e))?;
-            if let Some(group) = existing
-                .into_iter()
-                .find(|g| g.group_name() == Some(name.as_str()))
-            {
+            if let Some(group) = group_named(client, &name, vpc_id).await? {
                 let id = group
                     .group_id()
                     .ok_or_else(|| {
@@ -684,19 +672,7 @@ impl Ec2Firewall {
     async fn placeholder(&self, client: &Client, vpc_id: &str) -> Result<String, AdapterError> {
         let name = placeholder_name(vpc_id);
         for attempt in 0..2 {
-            let existing = describe_groups(
-                client,
-                vec![
-                    filter("group-name", [name.as_str()]),
-                    filter("vpc-id", [vpc_id]),
-                ],
-            )
-            .await
-            .map_err(|e| sdk_error(&format!("looking for security group {name}"), e))?;
-            if let Some(group) = existing
-                .iter()
-                .find(|g| g.group_name() == Some(name.as_str()))
-            {
+            if let Some(group) = group_named(client, &name, vpc_id).await? {
                 let id = group.group_id().ok_or_else(|| {
                     AdapterError::permanent(
                         "InvalidResponse",
@@ -1414,6 +1390,14 @@ impl Firewall for Ec2Firewall {
             .collect()
     }
 
+    fn scope_of(&self, vm: &VmId) -> Option<Scope> {
+        let inst = aws(vm).ok()?;
+        self.uncovered(inst).is_none().then(|| Scope {
+            cloud: Cloud::Aws,
+            name: inst.region().to_owned(),
+        })
+    }
+
     async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError> {
         self.region_rules(&scope.name).await
     }
@@ -1804,6 +1788,21 @@ async fn describe_interfaces(
         }
     }
     Ok(out)
+}
+
+/// The security group named `name` in `vpc_id`, if there is one.
+async fn group_named(
+    client: &Client,
+    name: &str,
+    vpc_id: &str,
+) -> Result<Option<SecurityGroup>, AdapterError> {
+    let found = describe_groups(
+        client,
+        vec![filter("group-name", [name]), filter("vpc-id", [vpc_id])],
+    )
+    .await
+    .map_err(|e| sdk_error(&format!("looking for security group {name}"), e))?;
+    Ok(found.into_iter().find(|g| g.group_name() == Some(name)))
 }
 
 /// Security groups matching `filters`, every page.

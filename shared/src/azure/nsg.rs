@@ -837,6 +837,25 @@ impl Firewall for AzureFirewall {
             .collect()
     }
 
+    fn scope_of(&self, vm: &VmId) -> Option<Scope> {
+        let sub = azure(vm).ok()?.subscription();
+        let name = match self
+            .subscriptions
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(sub))
+        {
+            Some(configured) => configured.clone(),
+            None => {
+                self.policies.as_ref()?;
+                OTHER_SUBSCRIPTIONS.to_owned()
+            }
+        };
+        Some(Scope {
+            cloud: Cloud::Azure,
+            name,
+        })
+    }
+
     async fn rules_in(&self, scope: &Scope) -> Result<Vec<FoundRule>, AdapterError> {
         let (nsgs, keys) = self.sweep_targets(&scope.name).await?;
         let mut found = Vec::new();
