@@ -19,6 +19,7 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use jiff::{SignedDuration, Timestamp};
 use jitvm_core::expiry::{Timer, arm_delay};
+use jitvm_core::policy_fit::close_outside_policy;
 use jitvm_core::ports::{
     AdapterError, ExpiryTimers, Firewall, Opened, PolicyStore, RequestQuery, RequestStore, RuleKey,
     close_request_rules,
@@ -118,25 +119,9 @@ async fn process_since(
     now: Timestamp,
     started: Instant,
 ) -> Outcome {
-    let message = match RequestMessage::from_json(body) {
-        Ok(m) => m,
-        Err(e) => {
-            reject(None, &e.to_string());
-            return Outcome::Done;
-        }
-    };
-    let (request, requestor) = match message.parse() {
+    let (request, requestor) = match parse(app, body, now).await {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let why = format!("the queued request is malformed: {e}");
-            if let Ok(id) = message.request_id()
-                && let Err(e) = fail_ports(app, &id, StatusReason::Error, &why, now).await
-            {
-                return retry(e);
-            }
-            reject(Some(&message.id), &why);
-            return Outcome::Done;
-        }
+        Err(outcome) => return outcome,
     };
     let id = request.id().clone();
     let policy = match app.policies.get_policy(request.vm()).await {
@@ -156,184 +141,246 @@ async fn process_since(
         );
         return Outcome::Done;
     }
-    let decision = evaluate(
-        policy.as_ref().map(|e| &e.policy),
-        &request,
-        &requestor,
-        None,
-        now,
-    );
+    let policy = policy.map(|e| e.policy);
+    let decision = evaluate(policy.as_ref(), &request, &requestor, None, now);
     let grants = match decision {
         Decision::Refused { refusals } => {
-            let why = jitvm_core::describe(&refusals);
-            let expired = refusals
-                .iter()
-                .all(|r| matches!(r.reason, RefusalReason::EndTimeNotInFuture { .. }));
-            let reason = if expired {
-                StatusReason::Expired
-            } else {
-                StatusReason::PolicyChanged
-            };
-            if let Err(e) = fail_ports(app, &id, reason, &why, now).await {
-                return retry(e);
+            let held = existing
+                .as_ref()
+                .filter(|r| r.ports().iter().any(|p| p.status == PortStatus::Initiated));
+            return refuse(
+                app,
+                &request,
+                &requestor,
+                held,
+                policy.as_ref(),
+                &refusals,
+                now,
+            )
+            .await;
+        }
+        Decision::Approved { grants } => grants,
+        Decision::PendingApproval { grants, approvers } => {
+            let asked = (&request, &requestor);
+            match approved(app, asked, existing.as_ref(), grants, &approvers, now).await {
+                Ok(grants) => grants,
+                Err(outcome) => return outcome,
             }
+        }
+    };
+    let record = match recorded(app, &request, &requestor, &grants, existing, now).await {
+        Ok(record) => record,
+        Err(outcome) => return outcome,
+    };
+    let checked = policy.as_ref().map_or(0, jitvm_core::Policy::version);
+    open_all(app, &record, &grants, &request, checked, now, started).await
+}
+
+/// The message's request and requestor; a message that can never be
+/// processed is rejected (and its record's pending ports failed, when it
+/// names one).
+async fn parse(
+    app: &GrantApp<'_>,
+    body: &str,
+    now: Timestamp,
+) -> Result<(AccessRequest, jitvm_core::Principal), Outcome> {
+    let message = RequestMessage::from_json(body).map_err(|e| {
+        reject(None, &e.to_string());
+        Outcome::Done
+    })?;
+    match message.parse() {
+        Ok(parsed) => Ok(parsed),
+        Err(e) => {
+            let why = format!("the queued request is malformed: {e}");
+            if let Ok(id) = message.request_id()
+                && let Err(e) = fail_ports(app, &id, StatusReason::Error, &why, now).await
+            {
+                return Err(retry(e));
+            }
+            reject(Some(&message.id), &why);
+            Err(Outcome::Done)
+        }
+    }
+}
+
+/// The grants of a request the policy says needs approval: they open only
+/// once an approver other than the requestor approved. Until then the
+/// message is done (a request sent straight to the queue is recorded,
+/// pending).
+async fn approved(
+    app: &GrantApp<'_>,
+    (request, requestor): (&AccessRequest, &jitvm_core::Principal),
+    existing: Option<&RequestRecord>,
+    grants: Vec<Grant>,
+    approvers: &[jitvm_core::Principal],
+    now: Timestamp,
+) -> Result<Vec<Grant>, Outcome> {
+    match existing {
+        Some(r)
+            if r.status() == RequestStatus::Approved
+                && r.decided_by()
+                    .is_some_and(|d| approvers.contains(d) && d != requestor) =>
+        {
+            Ok(grants)
+        }
+        Some(_) => {
             Audit {
-                event: "request.refused",
-                request_id: Some(id.as_str()),
+                event: "grant.waiting",
+                request_id: Some(request.id().as_str()),
                 vm: Some(&request.vm().to_string()),
                 requestor: Some(requestor.as_str()),
-                status: Some("Failed"),
-                reason: refusals.first().map(|r| r.reason.code()),
-                message: Some(&why),
+                status: Some("PendingApproval"),
+                message: Some("the policy needs an approver's approval before this opens"),
                 ..Audit::default()
             }
             .emit();
-            return Outcome::Done;
+            Err(Outcome::Done)
         }
-        Decision::Approved { grants } => grants,
-        Decision::PendingApproval { grants, approvers } => match &existing {
-            // Opened only once an approver other than the requestor approved.
-            Some(r)
-                if r.status() == RequestStatus::Approved
-                    && r.decided_by()
-                        .is_some_and(|d| approvers.contains(d) && d != &requestor) =>
-            {
-                grants
-            }
-            Some(_) => {
-                Audit {
-                    event: "grant.waiting",
-                    request_id: Some(id.as_str()),
-                    vm: Some(&request.vm().to_string()),
-                    requestor: Some(requestor.as_str()),
-                    status: Some("PendingApproval"),
-                    message: Some("the policy needs an approver's approval before this opens"),
-                    ..Audit::default()
-                }
-                .emit();
-                return Outcome::Done;
-            }
-            None => {
-                let record =
-                    RequestRecord::accepted(&request, &requestor, &grants, &approvers, now);
-                return match records::create(app.requests, &record).await {
-                    Ok(()) | Err(AdapterError::Conflict(_)) => Outcome::Done,
-                    Err(e) => retry(e),
-                };
-            }
-        },
-    };
-    let record = match existing {
-        Some(record) => record,
         None => {
-            // Sent straight to the queue by another system: record it first.
-            let record = RequestRecord::accepted(&request, &requestor, &grants, &[], now);
-            match records::create(app.requests, &record).await {
-                Ok(()) => record,
-                // Created meanwhile by a concurrent delivery: use that one.
-                Err(AdapterError::Conflict(_)) => match app.requests.get_request(&id).await {
-                    Ok(Some(r)) => r.value,
-                    Ok(None) => {
-                        return Outcome::Retry(format!(
-                            "request {id} vanished while being granted"
-                        ));
-                    }
-                    Err(e) => return retry(e),
-                },
-                Err(e) => return retry(e),
-            }
+            let record = RequestRecord::accepted(request, requestor, &grants, approvers, now);
+            Err(match records::create(app.requests, &record).await {
+                Ok(()) | Err(AdapterError::Conflict(_)) => Outcome::Done,
+                Err(e) => retry(e),
+            })
         }
+    }
+}
+
+/// The request's record: the one found, or, for a request sent straight
+/// to the queue by another system, one recorded now.
+async fn recorded(
+    app: &GrantApp<'_>,
+    request: &AccessRequest,
+    requestor: &jitvm_core::Principal,
+    grants: &[Grant],
+    existing: Option<RequestRecord>,
+    now: Timestamp,
+) -> Result<RequestRecord, Outcome> {
+    if let Some(record) = existing {
+        return Ok(record);
+    }
+    let record = RequestRecord::accepted(request, requestor, grants, &[], now);
+    match records::create(app.requests, &record).await {
+        Ok(()) => Ok(record),
+        // Created meanwhile by a concurrent delivery: use that one.
+        Err(AdapterError::Conflict(_)) => match app.requests.get_request(request.id()).await {
+            Ok(Some(r)) => Ok(r.value),
+            Ok(None) => Err(Outcome::Retry(format!(
+                "request {} vanished while being granted",
+                request.id()
+            ))),
+            Err(e) => Err(retry(e)),
+        },
+        Err(e) => Err(retry(e)),
+    }
+}
+
+/// The policy refuses the request now: its ports still `Initiating` fail
+/// for that reason. If an earlier delivery opened some of them (`held`:
+/// the record, when it shows a port `Initiated`) and then could not hold
+/// them against the policy that changed meanwhile, that is done here.
+async fn refuse(
+    app: &GrantApp<'_>,
+    request: &AccessRequest,
+    requestor: &jitvm_core::Principal,
+    held: Option<&RequestRecord>,
+    policy: Option<&jitvm_core::Policy>,
+    refusals: &[jitvm_core::Refusal],
+    now: Timestamp,
+) -> Outcome {
+    let id = request.id();
+    let why = jitvm_core::describe(refusals);
+    let expired = refusals
+        .iter()
+        .all(|r| matches!(r.reason, RefusalReason::EndTimeNotInFuture { .. }));
+    let reason = if expired {
+        StatusReason::Expired
+    } else {
+        StatusReason::PolicyChanged
     };
-    open_all(app, &record, &grants, &request, now, started).await
+    if let Err(e) = fail_ports(app, id, reason, &why, now).await {
+        return retry(e);
+    }
+    if let Some(record) = held
+        && let Err(e) =
+            close_outside_policy(app.firewall, app.requests, record.vm(), policy, None, now).await
+    {
+        return retry(e);
+    }
+    Audit {
+        event: "request.refused",
+        request_id: Some(id.as_str()),
+        vm: Some(&request.vm().to_string()),
+        requestor: Some(requestor.as_str()),
+        status: Some("Failed"),
+        reason: refusals.first().map(|r| r.reason.code()),
+        message: Some(&why),
+        ..Audit::default()
+    }
+    .emit();
+    Outcome::Done
+}
+
+/// Why a grant could not open, as the cloud said it: its error code, when
+/// it gave one, and its message.
+#[derive(Debug, Clone)]
+struct Failure {
+    code: Option<String>,
+    message: String,
+}
+
+impl Failure {
+    fn from_error(context: Option<&str>, e: &AdapterError) -> Self {
+        let code = match e {
+            AdapterError::Permanent { code, .. } if !code.is_empty() => Some(code.clone()),
+            _ => None,
+        };
+        let message = match context {
+            Some(context) => format!("{context}: {e}"),
+            None => e.to_string(),
+        };
+        Self { code, message }
+    }
+}
+
+/// What became of one grant in this delivery.
+type Attempt = (Grant, Result<Opened, Failure>);
+
+/// What one grant's turn came to.
+enum Step {
+    /// The cloud was asked: opened, or refused for good.
+    Tried(Box<Attempt>),
+    /// The port is already final in the record: any rule left of it closes.
+    Finished(Port),
+    /// A failure that may pass: the message is retried.
+    Retry(String),
+    /// Nothing to do for this port now.
+    Skipped,
 }
 
 /// Opens every grant whose port is still `Initiating`, then records the
-/// results. A port that is no longer `Initiating` (already open, revoked,
-/// failed) is never opened again.
+/// results, audits them, holds what opened against the policy once more if
+/// it moved meanwhile (`policy_version` is the one the request was checked
+/// against), and sets the timers. A port that is no longer `Initiating`
+/// (already open, revoked, failed) is never opened again.
 async fn open_all(
     app: &GrantApp<'_>,
     record: &RequestRecord,
     grants: &[Grant],
     request: &AccessRequest,
+    policy_version: u64,
     now: Timestamp,
     started: Instant,
 ) -> Outcome {
-    let id = record.id().clone();
-    let mut results: Vec<(Grant, Result<Opened, String>)> = Vec::new();
-    let mut retry_reason = None;
+    let mut results: Vec<Attempt> = Vec::new();
     let mut finished = Vec::new();
+    let mut retry_reason = None;
     for grant in grants {
-        let Some(port) = record.port(grant.port()) else {
-            tracing::warn!(request_id = %id, port = grant.port().get(), "port not in the record; skipped");
-            continue;
-        };
-        if port.status.is_final() {
-            finished.push(grant.port());
-            continue;
-        }
-        if port.status != PortStatus::Initiating {
-            continue;
-        }
-        // The policy now gives the port another protocol than the one
-        // recorded: the request no longer fits it, so its port fails with
-        // that reason rather than wait for a rule that will never open.
-        if port.protocol != grant.protocol() && port.allowed_source_address_prefix == grant.source()
-        {
-            let why = format!(
-                "the policy now gives port {} as {}, not {} as requested; ask again",
-                grant.port(),
-                grant.protocol(),
-                port.protocol
-            );
-            if let Err(e) = fail_port(
-                app,
-                &id,
-                grant.port(),
-                StatusReason::PolicyChanged,
-                why,
-                now,
-            )
-            .await
-            {
-                retry_reason = Some(e.to_string());
-            }
-            continue;
-        }
-        let relative = !request.names_end_time(grant.port());
-        let grant = &match against_record(grant, port, relative, now) {
-            Recorded::Open(grant) => grant,
-            Recorded::Untrusted(why) => {
-                reject(Some(id.as_str()), &why);
-                continue;
-            }
-            Recorded::Ended(why) => {
-                if let Err(e) =
-                    fail_port(app, &id, grant.port(), StatusReason::Expired, why, now).await
-                {
-                    retry_reason = Some(e.to_string());
-                }
-                continue;
-            }
-        };
-        match replace_older(app, grant, now).await {
-            Ok(()) => {}
-            Err(e) if e.is_retryable() => {
-                retry_reason = Some(e.to_string());
-                continue;
-            }
-            Err(e) => {
-                let why = format!(
-                    "the older grant of port {} could not be replaced: {e}",
-                    grant.port()
-                );
-                results.push((grant.clone(), Err(why)));
-                continue;
-            }
-        }
-        match app.firewall.open(grant, request.justification()).await {
-            Ok(opened) => results.push((grant.clone(), Ok(opened))),
-            Err(e) if e.is_retryable() => retry_reason = Some(e.to_string()),
-            Err(e) => results.push((grant.clone(), Err(e.to_string()))),
+        match open_one(app, record, grant, request, now).await {
+            Step::Tried(attempt) => results.push(*attempt),
+            Step::Finished(port) => finished.push(port),
+            Step::Retry(why) => retry_reason = Some(why),
+            Step::Skipped => {}
         }
     }
     if !finished.is_empty() {
@@ -347,17 +394,105 @@ async fn open_all(
     if results.is_empty() {
         return retry_reason.map_or(Outcome::Done, Outcome::Retry);
     }
-    // Rules opened for ports that were revoked meanwhile must close again.
+    let closed = match record_results(app, record, &results, now).await {
+        Ok(closed) => closed,
+        // The rules stay open with their end time in their tags: the sweep
+        // closes them even if this record is never written.
+        Err(e) => return retry(e),
+    };
+    audit_results(record, &results);
+    if let Err(e) = hold_against_policy(app, record.vm(), policy_version, now).await {
+        retry_reason = Some(e.to_string());
+    }
+    set_timers(app, &results, &closed, now, started).await;
+    retry_reason.map_or(Outcome::Done, Outcome::Retry)
+}
+
+/// One grant's turn: checked against its record, the older grant it
+/// replaces closed, then opened.
+async fn open_one(
+    app: &GrantApp<'_>,
+    record: &RequestRecord,
+    grant: &Grant,
+    request: &AccessRequest,
+    now: Timestamp,
+) -> Step {
+    let id = record.id();
+    let Some(port) = record.port(grant.port()) else {
+        tracing::warn!(request_id = %id, port = grant.port().get(), "port not in the record; skipped");
+        return Step::Skipped;
+    };
+    if port.status.is_final() {
+        return Step::Finished(grant.port());
+    }
+    if port.status != PortStatus::Initiating {
+        return Step::Skipped;
+    }
+    let relative = !request.names_end_time(grant.port());
+    let grant = match against_record(grant, port, relative, now) {
+        Recorded::Open(grant) => grant,
+        Recorded::Untrusted(why) => {
+            reject(Some(id.as_str()), &why);
+            return Step::Skipped;
+        }
+        Recorded::Fails(reason, why) => {
+            return match fail_port(app, id, grant.port(), reason, why, now).await {
+                Ok(()) => Step::Skipped,
+                Err(e) => Step::Retry(e.to_string()),
+            };
+        }
+    };
+    match replace_older(app, &grant, now).await {
+        Ok(()) => {}
+        Err(e) if e.is_retryable() => return Step::Retry(e.to_string()),
+        Err(e) => {
+            let context = format!(
+                "the older grant of port {} could not be replaced",
+                grant.port()
+            );
+            let failure = Failure::from_error(Some(&context), &e);
+            return Step::Tried(Box::new((grant, Err(failure))));
+        }
+    }
+    match app.firewall.open(&grant, request.justification()).await {
+        Ok(opened) => Step::Tried(Box::new((grant, Ok(opened)))),
+        Err(e) if e.is_retryable() => Step::Retry(e.to_string()),
+        Err(e) => Step::Tried(Box::new((grant, Err(Failure::from_error(None, &e))))),
+    }
+}
+
+/// Writes what the cloud did into the record: `Initiated` for what opened,
+/// `Failed` with the cloud's code and message for what it refused. Rules
+/// opened for ports that were revoked meanwhile are closed again; their
+/// keys are returned.
+async fn record_results(
+    app: &GrantApp<'_>,
+    record: &RequestRecord,
+    results: &[Attempt],
+    now: Timestamp,
+) -> Result<Vec<RuleKey>, AdapterError> {
     let mut to_close: Vec<RuleKey> = Vec::new();
-    let updated = records::update(app.requests, &id, |r| {
+    records::update(app.requests, record.id(), |r| {
         to_close.clear();
         let mut changed = false;
-        for (grant, result) in &results {
-            let (to, reason, message) = match result {
-                Ok(_) => (PortStatus::Initiated, StatusReason::UserRequested, None),
-                Err(why) => (PortStatus::Failed, StatusReason::Error, Some(why.clone())),
+        for (grant, result) in results {
+            let moved = match result {
+                Ok(_) => r.set_port(
+                    grant.port(),
+                    PortStatus::Initiated,
+                    StatusReason::UserRequested,
+                    None,
+                    now,
+                ),
+                Err(f) => r.fail_port(
+                    grant.port(),
+                    StatusReason::Error,
+                    f.code.as_deref(),
+                    f.message.clone(),
+                    now,
+                ),
             };
-            match r.set_port(grant.port(), to, reason, message, now) {
+            match moved {
                 Ok(Transition::Changed) => changed = true,
                 Ok(Transition::Unchanged) => {}
                 Err(_) => {
@@ -369,19 +504,12 @@ async fn open_all(
         }
         changed
     })
-    .await;
-    if let Err(e) = updated {
-        // The rules stay open with their end time in their tags: the sweep
-        // closes them even if this record is never written.
-        return retry(e);
-    }
+    .await?;
     if !to_close.is_empty() {
-        if let Err(e) = app.firewall.revoke(&to_close).await {
-            return retry(e);
-        }
+        app.firewall.revoke(&to_close).await?;
         Audit {
             event: "grant.closed",
-            request_id: Some(id.as_str()),
+            request_id: Some(record.id().as_str()),
             vm: Some(&record.vm().to_string()),
             status: Some("Revoked"),
             reason: Some("UserRequested"),
@@ -390,38 +518,70 @@ async fn open_all(
         }
         .emit();
     }
-    for (grant, result) in &results {
+    Ok(to_close)
+}
+
+/// One audit event per grant tried: opened (or found open), or failed with
+/// the cloud's code.
+fn audit_results(record: &RequestRecord, results: &[Attempt]) {
+    for (grant, result) in results {
         let vm = grant.vm().to_string();
         let source = grant.source().to_string();
         let end = rfc3339(grant.end());
-        let (event, status, message) = match result {
+        let (event, status, message, code) = match result {
             Ok(o) if o.already_open => (
                 "grant.opened",
                 "Initiated",
-                Some(format!("already open until {end}")),
+                format!("already open until {end}"),
+                None,
             ),
             Ok(_) => (
                 "grant.opened",
                 "Initiated",
-                Some(format!("open until {end}")),
+                format!("open until {end}"),
+                None,
             ),
-            Err(why) => ("grant.failed", "Failed", Some(why.clone())),
+            Err(f) => (
+                "grant.failed",
+                "Failed",
+                f.message.clone(),
+                f.code.as_deref(),
+            ),
         };
         Audit {
             event,
-            request_id: Some(id.as_str()),
+            request_id: Some(record.id().as_str()),
             vm: Some(&vm),
             port: Some(grant.port().get()),
             source: Some(&source),
             requestor: Some(grant.requestor().as_str()),
             status: Some(status),
-            message: message.as_deref(),
+            message: Some(&message),
+            code,
             ..Audit::default()
         }
         .emit();
     }
-    set_timers(app, &results, &to_close, now, started).await;
-    retry_reason.map_or(Outcome::Done, Outcome::Retry)
+}
+
+/// Reads the policy again after the rules opened. If it moved since the
+/// request was checked against `checked` (an admin changed it while the
+/// rule was being written), the VM's open grants are held against it as
+/// the policy function does after a write: whichever of the two saw the
+/// other's write closes what the new policy refuses.
+async fn hold_against_policy(
+    app: &GrantApp<'_>,
+    vm: &jitvm_core::VmId,
+    checked: u64,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    let current = app.policies.get_policy(vm).await?;
+    if current.as_ref().map(|e| e.policy.version()) == Some(checked) {
+        return Ok(());
+    }
+    let policy = current.as_ref().map(|e| &e.policy);
+    close_outside_policy(app.firewall, app.requests, vm, policy, None, now).await?;
+    Ok(())
 }
 
 /// Sets the expiry timer of every rule opened (again, for a redelivered
@@ -431,7 +591,7 @@ async fn open_all(
 /// (seconds on Azure), so the delays count from the time it is now.
 async fn set_timers(
     app: &GrantApp<'_>,
-    results: &[(Grant, Result<Opened, String>)],
+    results: &[Attempt],
     closed: &[RuleKey],
     now: Timestamp,
     started: Instant,
@@ -566,6 +726,7 @@ async fn replace_older(
             reason: Some("NewerRequestInitiated"),
             message: Some(&message),
             rule: Some(&rules),
+            ..Audit::default()
         }
         .emit();
     }
@@ -640,8 +801,9 @@ enum Recorded {
     /// This: the recorded source and protocol, ending no later than
     /// recorded.
     Open(Grant),
-    /// The recorded end has passed: nothing opens, for this reason.
-    Ended(String),
+    /// Nothing opens: the port fails for this reason (its end passed, or
+    /// the policy now gives the port another protocol).
+    Fails(StatusReason, String),
     /// The message asks for more than the record: not trusted.
     Untrusted(String),
 }
@@ -653,6 +815,20 @@ enum Recorded {
 /// that has passed. A message naming another source or protocol, or a
 /// named end time later than the record's, is not trusted.
 fn against_record(grant: &Grant, port: &PortRecord, relative: bool, now: Timestamp) -> Recorded {
+    // The policy now gives the port another protocol than the one
+    // recorded: the request no longer fits it, so its port fails with that
+    // reason rather than wait for a rule that will never open.
+    if port.protocol != grant.protocol() && port.allowed_source_address_prefix == grant.source() {
+        return Recorded::Fails(
+            StatusReason::PolicyChanged,
+            format!(
+                "the policy now gives port {} as {}, not {} as requested; ask again",
+                grant.port(),
+                grant.protocol(),
+                port.protocol
+            ),
+        );
+    }
     let grant = if relative {
         grant.capped_at(port.end_time_utc)
     } else {
@@ -672,11 +848,14 @@ fn against_record(grant: &Grant, port: &PortRecord, relative: bool, now: Timesta
         ));
     }
     if grant.end() <= now {
-        return Recorded::Ended(format!(
-            "port {} was to be open until {}, which passed before it could open",
-            grant.port(),
-            rfc3339(grant.end())
-        ));
+        return Recorded::Fails(
+            StatusReason::Expired,
+            format!(
+                "port {} was to be open until {}, which passed before it could open",
+                grant.port(),
+                rfc3339(grant.end())
+            ),
+        );
     }
     Recorded::Open(grant)
 }

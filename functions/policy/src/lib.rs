@@ -22,8 +22,8 @@ use jitvm_core::api::{
 use jitvm_core::ports::{Firewall, PolicyEntry, PolicyStore, RequestStore};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
-    Policy, PolicyDocument, PortStatus, PrincipalPattern, RequestStatus, SourcePrefix,
-    StatusReason, VmId, records,
+    Policy, PolicyDocument, PortStatus, PrincipalPattern, RequestStatus, StatusReason, VmId,
+    records,
 };
 use serde_json::{Value, json};
 
@@ -218,7 +218,18 @@ async fn put_policy(
     };
     entry.policy = entry.policy.with_version(version);
     if stored_version.is_some() {
-        close_what_the_policy_no_longer_allows(api, &entry.policy, caller, now).await?;
+        // Every open grant is held against the new policy as if asked for
+        // now; the grant function does the same for a rule it was opening
+        // meanwhile (see `jitvm_core::policy_fit`).
+        jitvm_core::policy_fit::close_outside_policy(
+            api.firewall,
+            api.requests,
+            &vm,
+            Some(&entry.policy),
+            Some(&caller.principal),
+            now,
+        )
+        .await?;
     }
     Audit {
         event: "policy.put",
@@ -244,62 +255,6 @@ async fn put_policy(
     .emit();
     let status = if stored_version.is_some() { 200 } else { 201 };
     Ok(json_response(status, &view(&entry)))
-}
-
-/// After a policy is replaced, closes the open grants it no longer allows:
-/// a port it dropped, a source outside its prefixes, or an end later than
-/// its maximum from now. Their records become `Revoked`/`PolicyChanged`.
-async fn close_what_the_policy_no_longer_allows(
-    api: &PolicyApi<'_>,
-    policy: &Policy,
-    caller: &Caller,
-    now: Timestamp,
-) -> Result<(), ApiError> {
-    let outside: Vec<_> = api
-        .firewall
-        .rules_of(policy.vm())
-        .await?
-        .into_iter()
-        .filter(|rule| {
-            let Ok(meta) = &rule.decoded else {
-                return false;
-            };
-            !rule.port.and_then(|p| policy.port(p)).is_some_and(|r| {
-                SourcePrefix::parse(&rule.source).is_ok_and(|s| r.allows_source(&s))
-                    && now
-                        .checked_add(r.max_request_access_duration().get())
-                        .is_ok_and(|latest| meta.expires <= latest)
-            })
-        })
-        .collect();
-    if outside.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<_> = outside.iter().map(|r| r.key.clone()).collect();
-    let removed = api.firewall.revoke(&keys).await?;
-    for (id, ports) in records::closed_ports(&outside) {
-        records::mark_closed(
-            api.requests,
-            &id,
-            &ports,
-            StatusReason::PolicyChanged,
-            Some("the policy was changed and no longer allows this grant"),
-            now,
-        )
-        .await?;
-        Audit {
-            event: "grant.closed",
-            request_id: Some(id.as_str()),
-            vm: Some(&policy.vm().to_string()),
-            actor: Some(caller.principal.as_str()),
-            status: Some("Revoked"),
-            reason: Some("PolicyChanged"),
-            message: Some(&format!("{removed} rules outside the new policy removed")),
-            ..Audit::default()
-        }
-        .emit();
-    }
-    Ok(())
 }
 
 async fn delete_policy(
