@@ -86,24 +86,35 @@ fn audit(due: &[(FoundRule, RuleMeta)], drift: &[(FoundRule, DriftReason)], clos
         Closing::Revoked => ("grant.closed", "UserRequested"),
     };
     for (rule, meta) in due {
-        let vm = rule.vm.as_ref().map(ToString::to_string);
         let message = match closing {
             Closing::Expired => format!("end time {} passed", rfc3339(meta.expires)),
             Closing::Revoked => "removed after the revoke could not remove it at once".to_owned(),
         };
-        Audit {
-            event,
-            request_id: Some(meta.request_id.as_str()),
-            vm: vm.as_deref(),
-            port: rule.port.map(Port::get),
-            source: Some(&rule.source),
-            requestor: meta.requester.as_deref(),
-            rule: Some(&rule.key.to_string()),
-            status: Some("Revoked"),
-            reason: Some(reason_text),
-            message: Some(&message),
-            ..Audit::default()
-        }
-        .emit();
+        audit_rule_closed(event, rule, meta, Some(reason_text), &message);
     }
+}
+
+/// One audit event for a grant rule that was removed: `event`, with why.
+pub(crate) fn audit_rule_closed(
+    event: &str,
+    rule: &FoundRule,
+    meta: &RuleMeta,
+    reason: Option<&str>,
+    message: &str,
+) {
+    let vm = rule.vm.as_ref().map(ToString::to_string);
+    Audit {
+        event,
+        request_id: Some(meta.request_id.as_str()),
+        vm: vm.as_deref(),
+        port: rule.port.map(Port::get),
+        source: Some(&rule.source),
+        requestor: meta.requester.as_deref(),
+        rule: Some(&rule.key.to_string()),
+        status: Some("Revoked"),
+        reason,
+        message: Some(message),
+        ..Audit::default()
+    }
+    .emit();
 }

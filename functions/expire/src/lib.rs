@@ -19,6 +19,7 @@
 
 mod close;
 mod exclusive;
+mod reconcile;
 mod sweep;
 mod timer;
 
@@ -28,6 +29,7 @@ use jiff::SignedDuration;
 use jitvm_core::ports::{AdapterError, ExpiryTimers, Firewall, RequestStore};
 
 pub use close::{Closed, close};
+pub use reconcile::{MAX_LIVE_RECORDS, STUCK_AFTER};
 pub use sweep::{MAX_TIMEOUTS_PER_SWEEP, SweepSummary, sweep};
 pub use timer::{Clock, fire, handle_timers};
 

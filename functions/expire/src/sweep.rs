@@ -5,17 +5,25 @@
 //! on its own, all at once, each within [`ExpireApp::scope_deadline`]: one
 //! cloud hung or failing never holds another's expired rules open.
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use jiff::Timestamp;
 use jitvm_core::expiry::Closing;
-use jitvm_core::ports::{AdapterError, Scope};
+use jitvm_core::ports::{AdapterError, FoundRule, Scope};
 use jitvm_core::rule::plan_sweep;
-use jitvm_core::{RequestStatus, records};
+use jitvm_core::{RequestRecord, RequestStatus, records};
 use serde::Serialize;
 
 use crate::ExpireApp;
 use crate::close::{Closed, close};
+use crate::reconcile::{Reconciled, live_records, reconcile};
+
+/// The live records, once read (shared by the scopes), or why they could
+/// not be.
+type Live = Option<Arc<Result<Vec<RequestRecord>, String>>>;
 
 /// The most timed-out requests one sweep denies; the rest wait for the
 /// next sweep, a minute later.
@@ -38,6 +46,11 @@ pub struct SweepSummary {
     pub approvals_timed_out: usize,
     /// jitvm groups taken off interfaces that are not their VM's.
     pub groups_detached: usize,
+    /// Records brought in line with the cloud: a port whose rule was gone,
+    /// or that never opened in time.
+    pub records_reconciled: usize,
+    /// Rules closed because their port's record was already closed.
+    pub closed_by_record: usize,
     /// The scopes swept (regions, subscriptions).
     pub scopes: usize,
     /// The scopes that failed or ran out of time, with why: the next sweep
@@ -55,6 +68,7 @@ struct ScopeSweep {
     drift: usize,
     closed: Closed,
     groups_detached: usize,
+    reconciled: Reconciled,
     failure: Option<AdapterError>,
 }
 
@@ -66,14 +80,32 @@ const STEP: usize = 25;
 /// Sweeps once at `now`. Fails only when every scope failed.
 pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, AdapterError> {
     let scopes = app.firewall.scopes();
-    let (swept, timed_out) = futures_util::join!(
-        futures_util::future::join_all(scopes.iter().map(|s| sweep_scope(app, s, now))),
+    // The records are read while the scopes are listed, and each scope
+    // waits for them only once its expired rules are closed.
+    let (tx, live) = watch::channel(Live::None);
+    let read_live = async move {
+        let read = live_records(app, now).await.map_err(|e| e.to_string());
+        let failed = read.is_err();
+        if let Err(e) = &read {
+            tracing::error!(error = %e, "cannot read the records to bring them in line with the cloud; the next sweep tries again");
+        }
+        let _ = tx.send(Some(Arc::new(read)));
+        failed
+    };
+    let (swept, timed_out, unread) = futures_util::join!(
+        futures_util::future::join_all(scopes.iter().map(|s| sweep_scope(
+            app,
+            s,
+            live.clone(),
+            now
+        ))),
         time_out_pending(app, now),
+        read_live,
     );
     let (approvals_timed_out, pending_errors) = timed_out;
     let mut summary = SweepSummary {
         approvals_timed_out,
-        record_errors: pending_errors,
+        record_errors: pending_errors + usize::from(unread),
         scopes: scopes.len(),
         ..SweepSummary::default()
     };
@@ -87,6 +119,9 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         summary.records_updated += s.closed.records_updated;
         summary.record_errors += s.closed.record_errors;
         summary.groups_detached += s.groups_detached;
+        summary.records_reconciled += s.reconciled.records_updated;
+        summary.closed_by_record += s.reconciled.rules_closed;
+        summary.record_errors += s.reconciled.record_errors;
         if let Some(e) = s.failure {
             tracing::error!(scope = %scope, error = %e, "the sweep of this scope stopped short; the others went on");
             summary.failed_scopes.push(format!("{scope}: {e}"));
@@ -109,10 +144,16 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
     }
 }
 
-/// Lists one scope's rules and closes the expired ones and drift, a step
-/// at a time, within the scope's deadline. What is left when the deadline
-/// comes is still expired, so the next sweep finds it.
-async fn sweep_scope(app: &ExpireApp<'_>, scope: &Scope, now: Timestamp) -> ScopeSweep {
+/// Lists one scope's rules, closes the expired ones and drift a step at a
+/// time, then brings the scope's records in line with what is left, all
+/// within the scope's deadline. What is left when the deadline comes is
+/// still expired, or still out of line, so the next sweep finds it.
+async fn sweep_scope(
+    app: &ExpireApp<'_>,
+    scope: &Scope,
+    live: watch::Receiver<Live>,
+    now: Timestamp,
+) -> ScopeSweep {
     let deadline = Instant::now() + app.scope_deadline;
     let out_of_time = || {
         AdapterError::timed_out(
@@ -173,12 +214,53 @@ async fn sweep_scope(app: &ExpireApp<'_>, scope: &Scope, now: Timestamp) -> Scop
             }
         }
     }
+    let expiry_done = swept.failure.is_none();
     // After the expired rules, so a failure here never keeps them open.
     match crate::exclusive::keep_exclusive(app, scope, deadline).await {
         Ok(n) => swept.groups_detached = n,
         Err(e) => _ = swept.failure.get_or_insert(e),
     }
+    if !expiry_done {
+        // What a failed step left is still expired: the next sweep, with
+        // the records, finds it.
+        return swept;
+    }
+    let seen: Vec<&FoundRule> = plan
+        .expired
+        .iter()
+        .map(|(r, _)| r)
+        .chain(plan.active.iter().map(|(r, _)| r))
+        .collect();
+    let left: Vec<&FoundRule> = plan.active.iter().map(|(r, _)| r).collect();
+    let reconciled = reconcile_scope(app, scope, &seen, &left, live, now);
+    match tokio::time::timeout_at(deadline, reconciled).await {
+        Ok(Ok(done)) => swept.reconciled = done,
+        Ok(Err(e)) => _ = swept.failure.get_or_insert(e),
+        Err(_) => _ = swept.failure.get_or_insert_with(out_of_time),
+    }
     swept
+}
+
+/// Waits for the live records, then reconciles the scope's share of them.
+/// Records that could not be read are the sweep's to report once (see
+/// [`sweep`]), not this scope's failure: its cloud answered.
+async fn reconcile_scope(
+    app: &ExpireApp<'_>,
+    scope: &Scope,
+    seen: &[&FoundRule],
+    left: &[&FoundRule],
+    mut live: watch::Receiver<Live>,
+    now: Timestamp,
+) -> Result<Reconciled, AdapterError> {
+    let read = live
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|r| r.clone());
+    match read.as_deref() {
+        Some(Ok(records)) => reconcile(app, scope, seen, left, records, now).await,
+        _ => Ok(Reconciled::default()),
+    }
 }
 
 /// Denies the requests still pending after the approval timeout; returns
