@@ -18,6 +18,7 @@ use jitvm_core::aws::dynamo::{
     REQUEST_INDEXES, REQUESTS_BY_DAY, REQUESTS_BY_REQUESTOR, REQUESTS_BY_VM, REQUESTS_PENDING,
     REQUESTS_RANGE_KEY,
 };
+use jitvm_core::aws::ec2::TAG_PLACEHOLDER;
 use jitvm_core::aws::sqs::MAX_RECEIVE_COUNT;
 use jitvm_core::domain::rule::{TAG_EXPIRES, TAG_MANAGED, TAG_REQUEST, TAG_REQUESTER, TAG_VM};
 use jitvm_tests::root;
@@ -80,8 +81,9 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
     let own: &[&str] = match function {
         // Policies: read, write, delete, list; requests: mark closed, list
         // a VM's recent ones. EC2: classify, enable (create, tag at
-        // creation, attach the group), disable (revoke, detach, delete),
-        // close and restore standing rules.
+        // creation, attach the group), disable (revoke, detach, delete, and
+        // the placeholder group for an interface left with none), close and
+        // restore standing rules.
         "policy" => &[
             "dynamodb:GetItem",
             "dynamodb:PutItem",
@@ -97,6 +99,7 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:ModifyNetworkInterfaceAttribute",
             "ec2:AuthorizeSecurityGroupIngress",
             "ec2:RevokeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupEgress",
             "ec2:DeleteSecurityGroup",
         ],
         // Records, the queue, and an early revoke of a request's rules (an
@@ -133,7 +136,9 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
         // The timers (through the event source mapping, and set again) and
         // the sweep: jitvm groups' rules, revoke, mark records; the policies
         // for the NSGs they name (Azure); the requests still pending, to deny
-        // those that waited too long.
+        // those that waited too long; the live requests, to bring them in
+        // line with the cloud; a jitvm group copied to another interface
+        // taken off it (with the placeholder group, made on first need).
         "expire" => &[
             "sqs:ReceiveMessage",
             "sqs:DeleteMessage",
@@ -145,7 +150,12 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "dynamodb:Query",
             "ec2:DescribeSecurityGroups",
             "ec2:DescribeSecurityGroupRules",
+            "ec2:DescribeNetworkInterfaces",
             "ec2:RevokeSecurityGroupIngress",
+            "ec2:ModifyNetworkInterfaceAttribute",
+            "ec2:CreateSecurityGroup",
+            "ec2:CreateTags",
+            "ec2:RevokeSecurityGroupEgress",
         ],
         other => panic!(
             "functions/{other} has no allow-list in tests/tests/template.rs: add one naming exactly the AWS actions its code calls"
@@ -163,7 +173,7 @@ fn allowed_indexes(function: &str) -> BTreeSet<&'static str> {
     match function {
         "policy" | "grant" => BTreeSet::from([REQUESTS_BY_VM]),
         "request" => BTreeSet::from([REQUESTS_BY_VM, REQUESTS_BY_REQUESTOR, REQUESTS_BY_DAY]),
-        "expire" => BTreeSet::from([REQUESTS_PENDING]),
+        "expire" => BTreeSet::from([REQUESTS_PENDING, REQUESTS_BY_DAY]),
         _ => BTreeSet::new(),
     }
 }
@@ -377,6 +387,11 @@ fn security_group_writes_are_limited_to_jitvm_groups() {
         format!("ec2:ResourceTag/{TAG_MANAGED}"),
     ];
     let request_managed = format!("aws:RequestTag/{TAG_MANAGED}");
+    // The placeholder group (no rules; stands in for a jitvm group taken
+    // off an interface that had no other) is the one other group jitvm
+    // makes and writes to, by its own tag.
+    let request_placeholder = format!("aws:RequestTag/{TAG_PLACEHOLDER}");
+    let resource_placeholder = format!("aws:ResourceTag/{TAG_PLACEHOLDER}");
     let mut seen = BTreeSet::new();
     for s in all_statements() {
         let ec2_writes: Vec<&String> = s
@@ -405,9 +420,22 @@ fn security_group_writes_are_limited_to_jitvm_groups() {
         let tagged = managed
             .iter()
             .any(|k| s.string_equals(k) == Some(json!("true")));
+        let new_placeholder = s.string_equals(&request_placeholder) == Some(json!("true"));
+        let placeholder = s.string_equals(&resource_placeholder) == Some(json!("true"));
         for action in ec2_writes {
             seen.insert(action.clone());
             match action.as_str() {
+                // Only the placeholder is emptied, and of every rule.
+                "ec2:RevokeSecurityGroupEgress" => assert!(
+                    groups && !rules && placeholder && !tagged,
+                    "{}: RevokeSecurityGroupEgress only on groups tagged {TAG_PLACEHOLDER}=true",
+                    s.name
+                ),
+                "ec2:RevokeSecurityGroupIngress" if placeholder => assert!(
+                    groups && !rules,
+                    "{}: the placeholder's rules are on security groups",
+                    s.name
+                ),
                 "ec2:AuthorizeSecurityGroupIngress" | "ec2:RevokeSecurityGroupIngress" => {
                     if groups && !tagged {
                         let exception = DOCUMENTED_EXCEPTIONS
@@ -464,13 +492,21 @@ fn security_group_writes_are_limited_to_jitvm_groups() {
                         s.name
                     );
                     if groups {
-                        assert_eq!(
-                            s.string_equals(&request_managed),
-                            Some(json!("true")),
-                            "{}: a new group is tagged {TAG_MANAGED}=true",
+                        assert!(
+                            s.string_equals(&request_managed) == Some(json!("true"))
+                                || new_placeholder,
+                            "{}: a new group is tagged {TAG_MANAGED}=true or {TAG_PLACEHOLDER}=true",
                             s.name
                         );
                     }
+                }
+                "ec2:CreateSecurityGroup" if groups && new_placeholder => {
+                    assert_eq!(
+                        s.condition("ForAllValues:StringEquals", "aws:TagKeys"),
+                        Some(json!([TAG_PLACEHOLDER, "Name"])),
+                        "{}: a placeholder group carries its own tag only",
+                        s.name
+                    );
                 }
                 "ec2:CreateSecurityGroup" => {
                     if groups {
@@ -530,6 +566,7 @@ fn security_group_writes_are_limited_to_jitvm_groups() {
     for action in [
         "ec2:AuthorizeSecurityGroupIngress",
         "ec2:RevokeSecurityGroupIngress",
+        "ec2:RevokeSecurityGroupEgress",
         "ec2:CreateTags",
         "ec2:CreateSecurityGroup",
     ] {
