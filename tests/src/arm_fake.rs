@@ -370,6 +370,9 @@ pub enum FaultKind {
     AnotherOperationInProgress { retry_after_secs: u32 },
     /// 500 `InternalServerError`.
     ServerError,
+    /// An ARM error answer with this status and code, such as a 404 for an
+    /// operation ARM no longer knows.
+    Error { status: u16, code: String },
     /// Waits, then serves normally.
     Latency(Duration),
     /// A competing rule takes the requested direction and priority just
@@ -800,6 +803,13 @@ impl ArmFake {
 
     pub fn inject(&self, fault: Fault) {
         self.world().faults.push(fault);
+    }
+
+    /// How many faults are not yet spent: a test waits for a latency
+    /// fault's request to have arrived (and be held) by waiting for this to
+    /// drop.
+    pub fn faults_left(&self) -> usize {
+        self.world().faults.len()
     }
 
     /// Drops every fault not yet spent: ARM answers normally again.
@@ -1778,6 +1788,12 @@ fn fault_response(shared: &Shared, kind: FaultKind, route: &Route) -> Response {
                 .into_response(&shared.base)
             }
         }
+        FaultKind::Error { status, code } => ArmError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &code,
+            format!("{code} (injected)"),
+        )
+        .into_response(&shared.base),
         // Handled by the caller.
         FaultKind::Latency(_) | FaultKind::PriorityTaken | FaultKind::OperationFails { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

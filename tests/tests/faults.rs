@@ -468,6 +468,10 @@ async fn a_grant_refused_for_the_rule_limit_fails_with_that_reason() {
         message.contains("most inbound rules allowed"),
         "the message names the reason: {settled}"
     );
+    assert_eq!(
+        port["errorCode"], "RulesPerSecurityGroupLimitExceeded",
+        "the record keeps EC2's code: {settled}"
+    );
     assert!(ingress_rules(&stack.ec2, &group).await.is_empty());
     assert_eq!(proxy.hits(AUTHORIZE), 1, "a refusal is not retried");
 }
