@@ -42,6 +42,8 @@ const PAGE: usize = 200;
 /// What bringing one scope's records in line did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
+    /// Live records of the scope held against its rules.
+    pub records_checked: usize,
     /// Records whose ports were moved to match the cloud.
     pub records_updated: usize,
     /// Rules closed because their port's record is final.
@@ -118,6 +120,7 @@ pub async fn reconcile(
         .iter()
         .filter(|r| app.firewall.scope_of(r.vm()).as_ref() == Some(scope))
     {
+        done.records_checked += 1;
         let fixes = fixes(record, &seen, &open, stuck_before, now);
         if fixes.is_empty() {
             continue;

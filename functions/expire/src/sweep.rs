@@ -46,6 +46,8 @@ pub struct SweepSummary {
     pub approvals_timed_out: usize,
     /// jitvm groups taken off interfaces that are not their VM's.
     pub groups_detached: usize,
+    /// Live records held against the rules of their scope.
+    pub records_checked: usize,
     /// Records brought in line with the cloud: a port whose rule was gone,
     /// or that never opened in time.
     pub records_reconciled: usize,
@@ -119,6 +121,7 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
         summary.records_updated += s.closed.records_updated;
         summary.record_errors += s.closed.record_errors;
         summary.groups_detached += s.groups_detached;
+        summary.records_checked += s.reconciled.records_checked;
         summary.records_reconciled += s.reconciled.records_updated;
         summary.closed_by_record += s.reconciled.rules_closed;
         summary.record_errors += s.reconciled.record_errors;
