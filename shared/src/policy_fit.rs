@@ -60,6 +60,15 @@ fn refusal(
     policy.refusal_of(&held, now)
 }
 
+/// A grant rule a policy refuses: where it is, whose it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub key: RuleKey,
+    pub request: RequestId,
+    pub port: Option<crate::Port>,
+    pub why: String,
+}
+
 /// Closes the grants of `vm` that `policy` no longer allows: removes their
 /// rules, marks their ports `Revoked`/`PolicyChanged` with why, and audits
 /// each request, naming `actor` when a person changed the policy. Returns
@@ -83,20 +92,40 @@ pub async fn close_outside_policy(
             held.insert(meta.request_id.clone(), r.value);
         }
     }
-    let outside = outside_policy(&rules, &held, policy, now);
-    if outside.is_empty() {
+    let refused: Vec<Refused> = outside_policy(&rules, &held, policy, now)
+        .into_iter()
+        .map(|(rule, meta, why)| Refused {
+            key: rule.key.clone(),
+            request: meta.request_id.clone(),
+            port: rule.port,
+            why,
+        })
+        .collect();
+    close_refused(firewall, requests, vm, &refused, actor, now).await
+}
+
+/// Closes `refused` rules of `vm`. The records first: a rule removed while
+/// its record still said `Initiated` would, if the write then failed, look
+/// removed outside jitvm; a record marked first whose rule outlives a
+/// failed revoke is closed by the sweep, which closes every rule of a
+/// closed port. Returns how many rules were removed.
+pub async fn close_refused(
+    firewall: &dyn Firewall,
+    requests: &dyn RequestStore,
+    vm: &VmId,
+    refused: &[Refused],
+    actor: Option<&Principal>,
+    now: Timestamp,
+) -> Result<usize, AdapterError> {
+    if refused.is_empty() {
         return Ok(0);
     }
-    // The records first: a rule removed while its record still said
-    // `Initiated` would, if the write then failed, look removed outside
-    // jitvm; a record marked first whose rule outlives a failed revoke is
-    // closed by the sweep, which closes every rule of a closed port.
     let mut by_request: BTreeMap<&RequestId, (Vec<Option<crate::Port>>, &str)> = BTreeMap::new();
-    for (rule, meta, why) in &outside {
+    for r in refused {
         let entry = by_request
-            .entry(&meta.request_id)
-            .or_insert_with(|| (Vec::new(), why));
-        entry.0.push(rule.port);
+            .entry(&r.request)
+            .or_insert_with(|| (Vec::new(), &r.why));
+        entry.0.push(r.port);
     }
     let vm_text = vm.to_string();
     for (id, (ports, why)) in by_request {
@@ -123,7 +152,6 @@ pub async fn close_outside_policy(
         }
         .emit();
     }
-    let keys: Vec<RuleKey> = outside.iter().map(|(r, _, _)| r.key.clone()).collect();
-    let removed = firewall.revoke(&keys).await?;
-    Ok(removed)
+    let keys: Vec<RuleKey> = refused.iter().map(|r| r.key.clone()).collect();
+    firewall.revoke(&keys).await
 }

@@ -504,6 +504,10 @@ async fn an_expired_grant_whose_revoke_is_throttled_is_closed_by_the_next_sweep(
     stack.advance(end.as_second() - stack.now().as_second() + 1);
     let first = stack.host.sweep_once(stack.now()).await;
     assert!(proxy.hits(REVOKE) >= 3, "the throttles were met: {first:?}");
+    assert!(
+        !ingress_rules(&stack.ec2, &group).await.is_empty(),
+        "the throttled sweep could not remove it: {first:?}"
+    );
     let second = stack.host.sweep_once(stack.now()).await;
     let rules = ingress_rules(&stack.ec2, &group).await;
     assert!(
@@ -528,22 +532,15 @@ async fn an_expired_grant_whose_revoke_answer_was_lost_is_closed_by_its_timer() 
         rules.is_empty(),
         "no rule after the timer ({fired:?}): {rules:?}"
     );
-    // The record follows by the timer, or else by the next sweep.
-    let swept = stack.host.sweep_once(stack.now()).await;
-    assert!(
-        ingress_rules(&stack.ec2, &group).await.is_empty(),
-        "{swept:?}"
-    );
+    // The timer itself records it, though the answer was lost.
     let closed = record(&stack, &id).await;
     assert_eq!(
-        port0(&closed)["status"],
-        "Revoked",
-        "timer: {fired:?}; sweep: {swept:?}; record: {closed}"
-    );
-    assert_eq!(
-        port0(&closed)["statusReason"],
-        "Expired",
-        "timer: {fired:?}; sweep: {swept:?}; record: {closed}"
+        (
+            port0(&closed)["status"].as_str(),
+            port0(&closed)["statusReason"].as_str()
+        ),
+        (Some("Revoked"), Some("Expired")),
+        "timer: {fired:?}; record: {closed}"
     );
 }
 

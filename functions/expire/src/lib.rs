@@ -29,7 +29,7 @@ use jiff::SignedDuration;
 use jitvm_core::ports::{AdapterError, ExpiryTimers, Firewall, RequestStore};
 
 pub use close::{Closed, close};
-pub use reconcile::{MAX_LIVE_RECORDS, STUCK_AFTER};
+pub use reconcile::{MAX_LIVE_RECORDS, SETTLE, STUCK_AFTER};
 pub use sweep::{MAX_TIMEOUTS_PER_SWEEP, SweepSummary, sweep};
 pub use timer::{Clock, fire, handle_timers};
 

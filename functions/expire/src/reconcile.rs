@@ -7,7 +7,9 @@
 //!   when its end passed, otherwise `RuleRemoved` (its rule was taken off
 //!   outside jitvm, or its closing was never recorded). A rule opened after
 //!   the listing cannot be taken for gone: the VM's rules are read again,
-//!   after the records, before a port is marked;
+//!   after the records, before a port is marked, and a port opened less
+//!   than [`SETTLE`] ago is left for the next sweep (EC2 lists a new rule
+//!   only eventually);
 //! - a port still `Initiating` when its end passed, or longer than
 //!   [`STUCK_AFTER`] after its request was approved, becomes `Failed` (its
 //!   message was lost, or keeps failing); a grant function that opens it
@@ -31,6 +33,10 @@ use crate::close::audit_rule_closed;
 /// How long after its request was approved a port may stay `Initiating`:
 /// past the request queue's five deliveries, six minutes apart, with room.
 pub const STUCK_AFTER: SignedDuration = SignedDuration::from_mins(45);
+
+/// How long after it opened a port's rule must have been readable before
+/// its absence counts: EC2 lists a rule just written only eventually.
+pub const SETTLE: SignedDuration = SignedDuration::from_mins(2);
 
 /// The most records one sweep holds against the cloud; the rest wait for
 /// the next sweep.
@@ -126,19 +132,40 @@ pub async fn reconcile(
             continue;
         }
         let still_open = match fixes.iter().any(|f| matches!(f, Fix::Gone(_))) {
-            true => Some(open_now(app, record.vm(), &mut fresh).await?),
+            true => match open_now(app, record.vm(), &mut fresh).await {
+                Ok(open) => Some(open),
+                Err(e) => {
+                    // This VM's firewall could not be read: its record
+                    // waits for the next sweep; the others go on.
+                    done.record_errors += 1;
+                    tracing::warn!(request_id = %record.id(), error = %e, "cannot read the VM's rules to confirm one is gone");
+                    continue;
+                }
+            },
             false => None,
         };
-        match apply(app, record, &fixes, still_open, now).await {
-            Ok(true) => done.records_updated += 1,
-            Ok(false) => {}
+        let stored = match apply(app, record, &fixes, still_open, now).await {
+            Ok((stored, changed)) => {
+                done.records_updated += usize::from(changed);
+                stored
+            }
             Err(e) => {
                 done.record_errors += 1;
                 tracing::error!(request_id = %record.id(), error = %e, "could not bring the record in line with the cloud");
+                continue;
             }
-        }
+        };
         for fix in &fixes {
-            if let Fix::Close(port) | Fix::Stuck(port, ..) = fix {
+            // A port is closed only once its record says so as stored
+            // (a stuck port the grant function opened meanwhile stays).
+            let (Fix::Close(port) | Fix::Stuck(port, ..)) = fix else {
+                continue;
+            };
+            let closed = stored
+                .as_ref()
+                .and_then(|r| r.port(*port))
+                .is_some_and(|p| p.status.is_final());
+            if closed {
                 to_close.extend(rules_of_port(present, record.id(), *port));
             }
         }
@@ -160,6 +187,7 @@ fn fixes(
     now: Timestamp,
 ) -> Vec<Fix> {
     let approved = approved_at(record);
+    let settled_before = now.checked_sub(SETTLE).unwrap_or(now);
     record
         .ports()
         .iter()
@@ -167,7 +195,11 @@ fn fixes(
             let key = (record.id().clone(), p.number);
             let has_rule = open.contains(&key);
             match p.status {
-                PortStatus::Initiated if !seen.contains(&key) => Some(Fix::Gone(p.number)),
+                PortStatus::Initiated
+                    if !seen.contains(&key) && opened_at(record, p.number) < settled_before =>
+                {
+                    Some(Fix::Gone(p.number))
+                }
                 PortStatus::Initiating if p.end_time_utc <= now => Some(Fix::Stuck(
                     p.number,
                     StatusReason::Expired,
@@ -190,6 +222,16 @@ fn fixes(
             }
         })
         .collect()
+}
+
+/// When port `port` was recorded `Initiated`.
+fn opened_at(record: &RequestRecord, port: Port) -> Timestamp {
+    record
+        .history()
+        .iter()
+        .rev()
+        .find(|c| c.port == Some(port) && c.status == "Initiated")
+        .map_or(record.start_time_utc(), |c| c.at)
 }
 
 /// When the request was approved (by a person, or at once on acceptance).
@@ -226,18 +268,19 @@ async fn open_now<'a>(
 }
 
 /// Writes the record's fixes; a `Gone` port is marked only if `still_open`
-/// (read after the records) agrees. Returns whether the record changed.
+/// (read after the records) agrees. Returns the record as stored (`None`
+/// when it is gone) and whether this changed it.
 async fn apply(
     app: &ExpireApp<'_>,
     record: &RequestRecord,
     fixes: &[Fix],
     still_open: Option<&BTreeSet<(RequestId, Port)>>,
     now: Timestamp,
-) -> Result<bool, AdapterError> {
+) -> Result<(Option<RequestRecord>, bool), AdapterError> {
     let id = record.id();
     let gone = |port: Port| still_open.is_some_and(|o| !o.contains(&(id.clone(), port)));
     let mut changed = false;
-    records::update(app.requests, id, |r| {
+    let stored = records::update(app.requests, id, |r| {
         let mut any = false;
         for fix in fixes {
             let moved = match fix {
@@ -256,7 +299,7 @@ async fn apply(
         any
     })
     .await?;
-    Ok(changed)
+    Ok((stored, changed))
 }
 
 /// Why port `port` of `record` has no rule: its end passed, or it was

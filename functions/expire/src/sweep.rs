@@ -86,7 +86,13 @@ pub async fn sweep(app: &ExpireApp<'_>, now: Timestamp) -> Result<SweepSummary, 
     // waits for them only once its expired rules are closed.
     let (tx, live) = watch::channel(Live::None);
     let read_live = async move {
-        let read = live_records(app, now).await.map_err(|e| e.to_string());
+        // Bounded well inside a scope's deadline, since each scope waits
+        // for it once its expired rules are closed.
+        let limit = app.scope_deadline / 2;
+        let read = match tokio::time::timeout(limit, live_records(app, now)).await {
+            Ok(read) => read.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("not read within {} s", limit.as_secs_f64())),
+        };
         let failed = read.is_err();
         if let Err(e) = &read {
             tracing::error!(error = %e, "cannot read the records to bring them in line with the cloud; the next sweep tries again");

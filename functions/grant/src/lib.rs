@@ -19,7 +19,7 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use jiff::{SignedDuration, Timestamp};
 use jitvm_core::expiry::{Timer, arm_delay};
-use jitvm_core::policy_fit::close_outside_policy;
+use jitvm_core::policy_fit::{Refused, close_outside_policy, close_refused};
 use jitvm_core::ports::{
     AdapterError, ExpiryTimers, Firewall, Opened, PolicyStore, RequestQuery, RequestStore, RuleKey,
     close_request_rules,
@@ -27,8 +27,9 @@ use jitvm_core::ports::{
 use jitvm_core::rule::{rfc3339, to_the_second};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
-    AccessRequest, Decision, Grant, Port, PortRecord, PortStatus, RefusalReason, RequestId,
-    RequestMessage, RequestRecord, RequestStatus, StatusReason, Transition, evaluate, records,
+    AccessRequest, Decision, Grant, HeldGrant, Port, PortRecord, PortStatus, RefusalReason,
+    RequestId, RequestMessage, RequestRecord, RequestStatus, StatusReason, Transition, evaluate,
+    records,
 };
 
 /// What the grant function needs, and only that.
@@ -392,6 +393,17 @@ async fn open_all(
         }
     }
     if results.is_empty() {
+        // A redelivery of a request an earlier delivery opened: what it
+        // opened is held against the policy as it is now.
+        let opened_before = record
+            .ports()
+            .iter()
+            .any(|p| p.status == PortStatus::Initiated);
+        if opened_before
+            && let Err(e) = hold_against_policy(app, record, &[], policy_version, now).await
+        {
+            return retry(e);
+        }
         return retry_reason.map_or(Outcome::Done, Outcome::Retry);
     }
     let closed = match record_results(app, record, &results, now).await {
@@ -401,7 +413,7 @@ async fn open_all(
         Err(e) => return retry(e),
     };
     audit_results(record, &results);
-    if let Err(e) = hold_against_policy(app, record.vm(), policy_version, now).await {
+    if let Err(e) = hold_against_policy(app, record, &results, policy_version, now).await {
         retry_reason = Some(e.to_string());
     }
     set_timers(app, &results, &closed, now, started).await;
@@ -564,23 +576,61 @@ fn audit_results(record: &RequestRecord, results: &[Attempt]) {
     }
 }
 
-/// Reads the policy again after the rules opened. If it moved since the
-/// request was checked against `checked` (an admin changed it while the
-/// rule was being written), the VM's open grants are held against it as
-/// the policy function does after a write: whichever of the two saw the
-/// other's write closes what the new policy refuses.
+/// Reads the policy again after the rules opened and were recorded. If it
+/// moved since the request was checked against version `checked` (an admin
+/// changed it while the rules were being written), what this delivery
+/// opened is held against it as the policy function holds open grants
+/// after a write: whichever of the two saw the other's write closes what
+/// the new policy refuses. The rules are the ones this delivery wrote (a
+/// listing may not show a rule written a moment ago). A redelivery that
+/// finds ports an earlier delivery opened (`record` says `Initiated`) holds
+/// the VM's open grants as the policy function does, since the earlier
+/// delivery may have stopped before this step.
 async fn hold_against_policy(
     app: &GrantApp<'_>,
-    vm: &jitvm_core::VmId,
+    record: &RequestRecord,
+    results: &[Attempt],
     checked: u64,
     now: Timestamp,
 ) -> Result<(), AdapterError> {
-    let current = app.policies.get_policy(vm).await?;
-    if current.as_ref().map(|e| e.policy.version()) == Some(checked) {
+    let current = app.policies.get_policy(record.vm()).await?;
+    let policy = current.as_ref().map(|e| &e.policy);
+    let earlier = record
+        .ports()
+        .iter()
+        .any(|p| p.status == PortStatus::Initiated);
+    if earlier {
+        close_outside_policy(app.firewall, app.requests, record.vm(), policy, None, now).await?;
+    }
+    if policy.map(jitvm_core::Policy::version) == Some(checked) {
         return Ok(());
     }
-    let policy = current.as_ref().map(|e| &e.policy);
-    close_outside_policy(app.firewall, app.requests, vm, policy, None, now).await?;
+    let refused: Vec<Refused> = results
+        .iter()
+        .filter_map(|(grant, result)| {
+            let opened = result.as_ref().ok()?;
+            let source = grant.source();
+            let held = HeldGrant {
+                requestor: Some(grant.requestor()),
+                port: grant.port(),
+                protocol: Some(grant.protocol()),
+                source: &source,
+                end: grant.end(),
+            };
+            let why = match policy {
+                Some(p) => p.refusal_of(&held, now)?,
+                None => "JIT is no longer enabled on this VM".to_owned(),
+            };
+            Some(opened.rules.iter().map(move |key| Refused {
+                key: key.clone(),
+                request: grant.request_id().clone(),
+                port: Some(grant.port()),
+                why: why.clone(),
+            }))
+        })
+        .flatten()
+        .collect();
+    close_refused(app.firewall, app.requests, record.vm(), &refused, None, now).await?;
     Ok(())
 }
 

@@ -60,7 +60,17 @@ async fn route(
         let vm = vm_in_path(rest)?;
         return match *request.method() {
             Method::GET => get_policy(api, &vm).await,
-            Method::PUT => put_policy(api, &caller, vm, &request, now).await,
+            Method::PUT => {
+                // The close pass holds grants against the time it runs:
+                // one accepted while the policy was being written ends
+                // later than `now` plus its maximum.
+                let started = std::time::Instant::now();
+                let clock = move || {
+                    let spent = SignedDuration::try_from(started.elapsed()).unwrap_or_default();
+                    now.checked_add(spent).unwrap_or(now)
+                };
+                put_policy(api, &caller, vm, &request, &clock).await
+            }
             Method::DELETE => delete_policy(api, &caller, &vm, request.headers(), now).await,
             _ => Err(method_not_allowed("GET, PUT and DELETE")),
         };
@@ -157,8 +167,9 @@ async fn put_policy(
     caller: &Caller,
     vm: VmId,
     request: &Request<Bytes>,
-    now: Timestamp,
+    clock: &(dyn Fn() -> Timestamp + Sync),
 ) -> Result<Response<String>, ApiError> {
+    let now = clock();
     require_admin(api, caller)?;
     let body = check_body(request.body())?;
     let policy = Policy::parse(vm.clone(), &PolicyDocument::from_json(body)?)?;
@@ -227,7 +238,7 @@ async fn put_policy(
             &vm,
             Some(&entry.policy),
             Some(&caller.principal),
-            now,
+            clock(),
         )
         .await?;
     }
@@ -292,6 +303,23 @@ async fn delete_policy(
     api.policies
         .delete_policy(vm, entry.policy.version())
         .await?;
+    // A grant whose rule was written while JIT was being disabled, and
+    // that read the policy before it was deleted, is closed here; one that
+    // reads it after finds none and closes itself. A VM deleted from its
+    // cloud has nothing left to close.
+    match jitvm_core::policy_fit::close_outside_policy(
+        api.firewall,
+        api.requests,
+        vm,
+        None,
+        Some(&caller.principal),
+        now,
+    )
+    .await
+    {
+        Ok(_) | Err(jitvm_core::ports::AdapterError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     Audit {
         event: "policy.delete",
         vm: Some(&vm.to_string()),
