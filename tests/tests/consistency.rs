@@ -131,6 +131,45 @@ async fn adding_approvers_leaves_an_approved_grant_open() {
     assert_port(&record(&stack, &id).await, "Initiated", "UserRequested");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_accepted_while_a_policy_is_written_keeps_its_full_window() {
+    let stack = Stack::start("sa-east-1").await;
+    let mut policy = ssh("tcp", &["local:alice"]);
+    policy["ports"][0]["maxRequestAccessDuration"] = json!("PT1H");
+    let (vm, nsg) = az_vm(&stack, "web-slow-put", policy.clone()).await;
+    // The admin adds bob; the PUT is slow (its VM lookup is held).
+    stack.arm.inject(Fault::new(
+        Some("GET"),
+        "/virtualMachines/web-slow-put",
+        1,
+        FaultKind::Latency(Duration::from_secs(4)),
+    ));
+    policy["requesters"] = json!(["local:alice", "local:bob"]);
+    let admin = {
+        let (stack, vm, policy) = (&stack, vm.clone(), policy.clone());
+        async move { put_policy(stack, &vm, policy).await }
+    };
+    let alice = async {
+        eventually("the PUT to be held", PATIENCE, || async {
+            stack.arm.faults_left() == 0
+        })
+        .await;
+        // Accepted a second or more after the PUT began, for the whole
+        // hour the policy allows (before and after the change).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let port = json!({"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"});
+        let (status, accepted) = request(&stack, ALICE, ask(&vm, port)).await;
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["id"].as_str().unwrap().to_owned();
+        drain(&stack).await;
+        id
+    };
+    let ((status, body), id) = tokio::join!(admin, alice);
+    assert_eq!(status, 200, "{body}");
+    assert_port(&record(&stack, &id).await, "Initiated", "UserRequested");
+    assert_eq!(az_rules_of(&stack, &nsg, &id), 1);
+}
+
 /// Runs the grant function in the background while `change` narrows the
 /// policy of `vm`, `fault` holding the grant at one step; the grant must
 /// end closed, whichever saw the other's write.
