@@ -151,18 +151,22 @@ pub struct Ec2World {
     pub eni_id: String,
 }
 
-/// Creates a VPC, a subnet and one instance with the given security group
-/// ids on its primary interface (a fresh empty group when `groups` is empty).
-pub async fn ec2_world(ec2: &aws_sdk_ec2::Client, groups: &[String]) -> Ec2World {
-    let vpc_id = ec2
-        .create_vpc()
+/// Creates a VPC (10.0.0.0/16); returns its id.
+pub async fn create_vpc(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.create_vpc()
         .cidr_block("10.0.0.0/16")
         .send()
         .await
         .expect("create vpc")
         .vpc
         .and_then(|v| v.vpc_id)
-        .expect("vpc id");
+        .expect("vpc id")
+}
+
+/// Creates a VPC, a subnet and one instance with the given security group
+/// ids on its primary interface (a fresh empty group when `groups` is empty).
+pub async fn ec2_world(ec2: &aws_sdk_ec2::Client, groups: &[String]) -> Ec2World {
+    let vpc_id = create_vpc(ec2).await;
     let subnet_id = ec2
         .create_subnet()
         .vpc_id(&vpc_id)

@@ -18,7 +18,7 @@ use jitvm_tests::fault_proxy::{FaultKind, FaultProxy, ProxyFault};
 use jitvm_tests::stack::{
     ALICE, Stack, ask, enable, granted_requests, ingress_rules, port0, record, request, timer_of,
 };
-use jitvm_tests::{Moto, config_at, create_group, unique};
+use jitvm_tests::{Moto, config_at, create_group, create_vpc, unique};
 use serde_json::{Value, json};
 
 const AUTHORIZE: &str = "AuthorizeSecurityGroupIngress";
@@ -34,15 +34,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// client going straight to moto.
 async fn group_in(region: &str) -> (aws_sdk_ec2::Client, String) {
     let direct = aws_sdk_ec2::Client::new(&Moto::shared().config_in(region).await);
-    let vpc = direct
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .expect("create vpc")
-        .vpc
-        .and_then(|v| v.vpc_id)
-        .expect("vpc id");
+    let vpc = create_vpc(&direct).await;
     let group = create_group(&direct, &vpc, &unique("faults")).await;
     (direct, group)
 }

@@ -226,21 +226,22 @@ fn fixes(
 
 /// When port `port` was recorded `Initiated`.
 fn opened_at(record: &RequestRecord, port: Port) -> Timestamp {
-    record
-        .history()
-        .iter()
-        .rev()
-        .find(|c| c.port == Some(port) && c.status == "Initiated")
-        .map_or(record.start_time_utc(), |c| c.at)
+    last_change(record, Some(port), "Initiated")
 }
 
 /// When the request was approved (by a person, or at once on acceptance).
 fn approved_at(record: &RequestRecord) -> Timestamp {
+    last_change(record, None, "Approved")
+}
+
+/// When `record` last moved `port` (the request itself for `None`) to
+/// `status`; its start when its history does not say.
+fn last_change(record: &RequestRecord, port: Option<Port>, status: &str) -> Timestamp {
     record
         .history()
         .iter()
         .rev()
-        .find(|c| c.port.is_none() && c.status == "Approved")
+        .find(|c| c.port == port && c.status == status)
         .map_or(record.start_time_utc(), |c| c.at)
 }
 

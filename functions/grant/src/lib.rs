@@ -395,13 +395,7 @@ async fn open_all(
     if results.is_empty() {
         // A redelivery of a request an earlier delivery opened: what it
         // opened is held against the policy as it is now.
-        let opened_before = record
-            .ports()
-            .iter()
-            .any(|p| p.status == PortStatus::Initiated);
-        if opened_before
-            && let Err(e) = hold_against_policy(app, record, &[], policy_version, now).await
-        {
+        if let Err(e) = hold_against_policy(app, record, &[], policy_version, now).await {
             return retry(e);
         }
         return retry_reason.map_or(Outcome::Done, Outcome::Retry);
@@ -593,12 +587,15 @@ async fn hold_against_policy(
     checked: u64,
     now: Timestamp,
 ) -> Result<(), AdapterError> {
-    let current = app.policies.get_policy(record.vm()).await?;
-    let policy = current.as_ref().map(|e| &e.policy);
     let earlier = record
         .ports()
         .iter()
         .any(|p| p.status == PortStatus::Initiated);
+    if !earlier && results.is_empty() {
+        return Ok(());
+    }
+    let current = app.policies.get_policy(record.vm()).await?;
+    let policy = current.as_ref().map(|e| &e.policy);
     if earlier {
         close_outside_policy(app.firewall, app.requests, record.vm(), policy, None, now).await?;
     }

@@ -443,7 +443,7 @@ impl Ec2Firewall {
     ) -> Result<String, AdapterError> {
         let name = inst.jit_group_name();
         let arn = inst.to_string();
-        for attempt in 0..2 {
+        for _ in 0..2 {
             if let Some(group) = group_named(client, &name, vpc_id).await? {
                 let id = group
                     .group_id()
@@ -481,43 +481,15 @@ impl Ec2Firewall {
                 }
                 return Ok(id);
             }
-            let created = client
-                .create_security_group()
-                .group_name(&name)
-                .description(format!(
-                    "jitvm just-in-time access for {}",
-                    inst.instance_id()
-                ))
-                .vpc_id(vpc_id)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::SecurityGroup)
-                        .tags(ec2_tag(TAG_MANAGED, "true"))
-                        .tags(ec2_tag(TAG_VM, &arn))
-                        .tags(ec2_tag("Name", &name))
-                        .build(),
-                )
-                .send()
-                .await;
-            match created {
-                Ok(out) => {
-                    let id = out.group_id().ok_or_else(|| {
-                        AdapterError::permanent(
-                            "InvalidResponse",
-                            format!("CreateSecurityGroup for {name} returned no id"),
-                        )
-                    })?;
-                    tracing::info!(target: "audit", event = "jit_group_created", vm = %arn, group = id, vpc = vpc_id, "created security group {name}");
-                    return Ok(id.to_owned());
-                }
-                // Another enable made it first: read it back.
-                Err(e) if error_code(&e) == Some(DUPLICATE_GROUP) && attempt == 0 => {}
-                Err(e) => return Err(sdk_error(&format!("creating security group {name}"), e)),
+            let description = format!("jitvm just-in-time access for {}", inst.instance_id());
+            let tags = [(TAG_MANAGED, "true"), (TAG_VM, arn.as_str())];
+            // None: another enable made it first; it is read back.
+            if let Some(id) = create_group(client, &name, &description, vpc_id, &tags).await? {
+                tracing::info!(target: "audit", event = "jit_group_created", vm = %arn, group = %id, vpc = vpc_id, "created security group {name}");
+                return Ok(id);
             }
         }
-        Err(AdapterError::Conflict(format!(
-            "security group {name} was reported both missing and existing; try again"
-        )))
+        Err(both_missing_and_existing(&name))
     }
 
     /// The ingress rules of `group_ids`, as found rules of `vm`.
@@ -671,7 +643,7 @@ impl Ec2Firewall {
     /// emptied first.
     async fn placeholder(&self, client: &Client, vpc_id: &str) -> Result<String, AdapterError> {
         let name = placeholder_name(vpc_id);
-        for attempt in 0..2 {
+        for _ in 0..2 {
             if let Some(group) = group_named(client, &name, vpc_id).await? {
                 let id = group.group_id().ok_or_else(|| {
                     AdapterError::permanent(
@@ -692,43 +664,19 @@ impl Ec2Firewall {
                 }
                 return Ok(id.to_owned());
             }
-            let created = client
-                .create_security_group()
-                .group_name(&name)
-                .description(format!(
-                    "jitvm placeholder for {vpc_id}: allows nothing; stands in for a jitvm group taken off an interface that had no other group"
-                ))
-                .vpc_id(vpc_id)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::SecurityGroup)
-                        .tags(ec2_tag(TAG_PLACEHOLDER, "true"))
-                        .tags(ec2_tag("Name", &name))
-                        .build(),
-                )
-                .send()
-                .await;
-            match created {
-                Ok(out) => {
-                    let id = out.group_id().ok_or_else(|| {
-                        AdapterError::permanent(
-                            "InvalidResponse",
-                            format!("CreateSecurityGroup for {name} returned no id"),
-                        )
-                    })?;
-                    // A new group allows all outbound traffic.
-                    self.empty_group(client, id).await?;
-                    tracing::info!(target: "audit", event = "placeholder_group_created", group = id, vpc = vpc_id, "created security group {name}, which allows nothing, to stand in for jitvm groups taken off interfaces with no other group");
-                    return Ok(id.to_owned());
-                }
-                // Another sweep or disable made it first: read it back.
-                Err(e) if error_code(&e) == Some(DUPLICATE_GROUP) && attempt == 0 => {}
-                Err(e) => return Err(sdk_error(&format!("creating security group {name}"), e)),
+            let description = format!(
+                "jitvm placeholder for {vpc_id}: allows nothing; stands in for a jitvm group taken off an interface that had no other group"
+            );
+            let tags = [(TAG_PLACEHOLDER, "true")];
+            // None: another sweep or disable made it first; it is read back.
+            if let Some(id) = create_group(client, &name, &description, vpc_id, &tags).await? {
+                // A new group allows all outbound traffic.
+                self.empty_group(client, &id).await?;
+                tracing::info!(target: "audit", event = "placeholder_group_created", group = %id, vpc = vpc_id, "created security group {name}, which allows nothing, to stand in for jitvm groups taken off interfaces with no other group");
+                return Ok(id);
             }
         }
-        Err(AdapterError::Conflict(format!(
-            "security group {name} was reported both missing and existing; try again"
-        )))
+        Err(both_missing_and_existing(&name))
     }
 
     /// Revokes every rule of `group`, inbound and outbound.
@@ -1803,6 +1751,50 @@ async fn group_named(
     .await
     .map_err(|e| sdk_error(&format!("looking for security group {name}"), e))?;
     Ok(found.into_iter().find(|g| g.group_name() == Some(name)))
+}
+
+/// Creates security group `name` in `vpc_id` with `tags` and its `Name`,
+/// in one call. `None` when a group of that name exists already (another
+/// writer came first).
+async fn create_group(
+    client: &Client,
+    name: &str,
+    description: &str,
+    vpc_id: &str,
+    tags: &[(&str, &str)],
+) -> Result<Option<String>, AdapterError> {
+    let spec = tags
+        .iter()
+        .chain([&("Name", name)])
+        .fold(
+            TagSpecification::builder().resource_type(ResourceType::SecurityGroup),
+            |spec, (k, v)| spec.tags(ec2_tag(k, v)),
+        )
+        .build();
+    let created = client
+        .create_security_group()
+        .group_name(name)
+        .description(description)
+        .vpc_id(vpc_id)
+        .tag_specifications(spec)
+        .send()
+        .await;
+    match created {
+        Ok(out) => out.group_id().map(|id| Some(id.to_owned())).ok_or_else(|| {
+            AdapterError::permanent(
+                "InvalidResponse",
+                format!("CreateSecurityGroup for {name} returned no id"),
+            )
+        }),
+        Err(e) if error_code(&e) == Some(DUPLICATE_GROUP) => Ok(None),
+        Err(e) => Err(sdk_error(&format!("creating security group {name}"), e)),
+    }
+}
+
+fn both_missing_and_existing(name: &str) -> AdapterError {
+    AdapterError::Conflict(format!(
+        "security group {name} was reported both missing and existing; try again"
+    ))
 }
 
 /// Security groups matching `filters`, every page.
