@@ -19,6 +19,8 @@ export JITVM_LOCAL_TOKENS="${JITVM_LOCAL_TOKENS:-admin=admin-token-1,alice=alice
 export JITVM_ADMINS="${JITVM_ADMINS:-local:admin}"
 # The Slack routes, signed with this secret (README "Slack": try it locally).
 export JITVM_SLACK_SIGNING_SECRET="${JITVM_SLACK_SIGNING_SECRET:-local-slack-signing-secret}"
+# Only members of these Slack workspaces may use it (README "Slack").
+export JITVM_SLACK_WORKSPACES="${JITVM_SLACK_WORKSPACES:-T0LOCAL}"
 if [ "$mode" = "--demo" ]; then
     export JITVM_SWEEP_INTERVAL_SECS="${JITVM_SWEEP_INTERVAL_SECS:-5}"
 fi

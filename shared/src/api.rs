@@ -31,6 +31,10 @@ pub struct Caller {
     /// API directly; a request's missing source defaults to it. `None` for
     /// bots (Slack) and queue senders, which must name the source.
     pub address: Option<IpAddr>,
+    /// What the authentication reported, when the principal is derived
+    /// from it rather than equal to it (an assumed role's ARN with the
+    /// session name that does not count), for `GET /v1/whoami` and logs.
+    pub reported: Option<String>,
 }
 
 impl Caller {

@@ -2,7 +2,8 @@
 //! fails fast there, never mid-request). The Lambda functions and the local
 //! host read the same variable names.
 
-use crate::domain::PrincipalPattern;
+use crate::domain::{PrincipalPattern, SessionTrust};
+use crate::slack::is_slack_id;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration: {name}: {message}")]
@@ -49,6 +50,14 @@ pub struct Settings {
     /// `JITVM_SLACK_SIGNING_SECRET` or `JITVM_SLACK_SIGNING_SECRET_ARN`:
     /// the Slack app's signing secret, which turns the Slack routes on.
     pub slack_signing_secret: Option<Secret>,
+    /// `JITVM_SLACK_WORKSPACES`: the Slack workspaces (team ids, `T...`)
+    /// and Enterprise Grid organisations (enterprise ids, `E...`) whose
+    /// members may use the Slack app; required with the signing secret.
+    /// Everyone else is refused before anything is read or written.
+    pub slack_workspaces: Vec<String>,
+    /// `JITVM_TRUSTED_SESSION_ROLES`: the IAM roles whose session names an
+    /// identity provider sets (see [`SessionTrust`]); default none.
+    pub trusted_session_roles: SessionTrust,
 }
 
 /// A secret given in the environment, or the ARN of the Secrets Manager
@@ -271,7 +280,23 @@ impl Settings {
             }
             (None, None) => None,
         };
+        let slack_workspaces = slack_workspaces(&list, slack_signing_secret.is_some())?;
+        let trusted_session_roles = SessionTrust::parse(&list("JITVM_TRUSTED_SESSION_ROLES"))
+            .map_err(|e| ConfigError {
+                name: "JITVM_TRUSTED_SESSION_ROLES",
+                message: e.to_string(),
+            })?;
+        for (name, patterns) in [("JITVM_ADMINS", &admins), ("JITVM_AUDITORS", &auditors)] {
+            if let Some(message) = patterns
+                .iter()
+                .find_map(|p| session_named(&trusted_session_roles, p))
+            {
+                return Err(ConfigError { name, message });
+            }
+        }
         Ok(Self {
+            slack_workspaces,
+            trusted_session_roles,
             azure,
             auditors,
             approval_timeout,
@@ -287,6 +312,49 @@ impl Settings {
             max_groups_per_interface,
         })
     }
+}
+
+/// Why `pattern` can match nobody: it names a session of a role whose
+/// session names the caller chooses (README "Principals").
+pub fn session_named(trust: &SessionTrust, pattern: &PrincipalPattern) -> Option<String> {
+    let role = trust.untrusted_session(pattern)?;
+    let head = pattern
+        .as_str()
+        .split("assumed-role/")
+        .next()
+        .unwrap_or_default();
+    Some(format!(
+        "{pattern} names a session of the role {role}, whose session names whoever assumes it chooses, so it matches nobody; name the role ({head}assumed-role/{role}/*), or list {role} in JITVM_TRUSTED_SESSION_ROLES if an identity provider sets its session names"
+    ))
+}
+
+/// The Slack workspaces allowed in, which must be named whenever the Slack
+/// app is on: an app can be installed in any workspace, and an empty list
+/// must never mean "all of them".
+fn slack_workspaces(
+    list: &impl Fn(&str) -> Vec<String>,
+    slack_on: bool,
+) -> Result<Vec<String>, ConfigError> {
+    const NAME: &str = "JITVM_SLACK_WORKSPACES";
+    let workspaces = list(NAME);
+    if let Some(bad) = workspaces
+        .iter()
+        .find(|w| !is_slack_id(w) || !(w.starts_with('T') || w.starts_with('E')))
+    {
+        return Err(ConfigError {
+            name: NAME,
+            message: format!(
+                "{bad:?} is not a Slack team id (T...) or Enterprise Grid id (E...); find them in Slack's workspace settings or in `/jit help`"
+            ),
+        });
+    }
+    if slack_on && workspaces.is_empty() {
+        return Err(ConfigError {
+            name: NAME,
+            message: "required with the Slack signing secret: the comma-separated team ids (T...) or Enterprise Grid ids (E...) whose members may use the Slack app".into(),
+        });
+    }
+    Ok(workspaces)
 }
 
 fn azure_config(
@@ -582,8 +650,10 @@ mod tests {
             ),
             ("JITVM_APPROVAL_TIMEOUT", "90m"),
             ("JITVM_SLACK_SIGNING_SECRET", " s3cret "),
+            ("JITVM_SLACK_WORKSPACES", "T0001, E0002"),
         ])
         .unwrap();
+        assert_eq!(s.slack_workspaces, vec!["T0001", "E0002"]);
         assert_eq!(s.auditors.len(), 2);
         assert_eq!(s.approval_timeout, jiff::SignedDuration::from_mins(90));
         assert_eq!(s.slack_signing_secret, Some(Secret::Value("s3cret".into())));
@@ -592,7 +662,11 @@ mod tests {
             "secrets stay out of logs"
         );
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:slack-AbCdEf";
-        let s = from(&[("JITVM_SLACK_SIGNING_SECRET_ARN", arn)]).unwrap();
+        let s = from(&[
+            ("JITVM_SLACK_SIGNING_SECRET_ARN", arn),
+            ("JITVM_SLACK_WORKSPACES", "T0001"),
+        ])
+        .unwrap();
         assert_eq!(s.slack_signing_secret, Some(Secret::Arn(arn.into())));
         for (name, value) in [
             ("JITVM_APPROVAL_TIMEOUT", "PT1M"),
@@ -607,10 +681,62 @@ mod tests {
             assert_eq!(e.name, name, "{value}: {e}");
         }
         let both = from(&[
+            ("JITVM_SLACK_WORKSPACES", "T0001"),
             ("JITVM_SLACK_SIGNING_SECRET", "x"),
             ("JITVM_SLACK_SIGNING_SECRET_ARN", arn),
         ]);
         assert!(both.is_err());
+    }
+
+    #[test]
+    fn slack_needs_its_workspaces_named() {
+        for secret in [
+            ("JITVM_SLACK_SIGNING_SECRET", "s3cret"),
+            (
+                "JITVM_SLACK_SIGNING_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:slack-AbCdEf",
+            ),
+        ] {
+            let e = from(&[secret]).unwrap_err();
+            assert_eq!(e.name, "JITVM_SLACK_WORKSPACES", "{e}");
+            assert!(e.to_string().contains("required"), "{e}");
+        }
+        for bad in ["*", "U0001", "t0001", "T0001/U1", "C0001"] {
+            let e = from(&[
+                ("JITVM_SLACK_SIGNING_SECRET", "s3cret"),
+                ("JITVM_SLACK_WORKSPACES", bad),
+            ])
+            .unwrap_err();
+            assert_eq!(e.name, "JITVM_SLACK_WORKSPACES", "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn admins_that_name_a_session_anyone_could_take_are_refused() {
+        let carol = "arn:aws:sts::123456789012:assumed-role/Admin/carol";
+        for name in ["JITVM_ADMINS", "JITVM_AUDITORS"] {
+            let e = from(&[(name, carol)]).unwrap_err();
+            assert_eq!(e.name, name);
+            assert!(e.message.contains("assumed-role/Admin/*"), "{e}");
+            assert!(from(&[(name, carol), ("JITVM_TRUSTED_SESSION_ROLES", "Admin")]).is_ok());
+            assert!(from(&[(name, "arn:aws:sts::123456789012:assumed-role/Admin/*")]).is_ok());
+        }
+    }
+
+    #[test]
+    fn trusted_session_roles() {
+        let s = from(&[("JITVM_TRUSTED_SESSION_ROLES", "AWSReservedSSO_*, Okta-Ops")]).unwrap();
+        assert!(
+            s.trusted_session_roles
+                .trusts("AWSReservedSSO_Admin_0123abcd")
+        );
+        assert!(s.trusted_session_roles.trusts("Okta-Ops"));
+        assert!(!s.trusted_session_roles.trusts("Okta-Ops2"));
+        assert!(!from(&[]).unwrap().trusted_session_roles.trusts("Admin"));
+        for bad in ["role/Admin", "Ad*min", "a b"] {
+            let e = from(&[("JITVM_TRUSTED_SESSION_ROLES", bad)]).unwrap_err();
+            assert_eq!(e.name, "JITVM_TRUSTED_SESSION_ROLES", "{bad}: {e}");
+        }
     }
 
     #[test]

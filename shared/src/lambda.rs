@@ -9,34 +9,38 @@ use lambda_http::{Body, RequestExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::api::Caller;
-use crate::domain::Principal;
+use crate::domain::{Principal, SessionTrust};
 
-/// The caller of an HTTP API request: the IAM principal (IAM
-/// authorization) or `jwt:<sub>` (JWT authorizer), and the source address.
-/// `None` when API Gateway authenticated nobody.
-pub fn caller(request: &lambda_http::Request) -> Option<Caller> {
+/// The caller of an HTTP API request, with the principal derived as
+/// README "Principals" says: from the IAM ARN API Gateway reports (an
+/// assumed role's session name counting only for the roles `trust` names),
+/// or `jwt:<iss>#<sub>` from the JWT authorizer's claims; and the source
+/// address. `None` when API Gateway authenticated nobody.
+pub fn caller(request: &lambda_http::Request, trust: &SessionTrust) -> Option<Caller> {
     let Some(RequestContext::ApiGatewayV2(ctx)) = request.request_context_ref() else {
         return None;
     };
     let authorizer = ctx.authorizer.as_ref()?;
-    let name = authorizer
-        .iam
-        .as_ref()
-        .and_then(|iam| iam.user_arn.clone())
-        .or_else(|| {
-            authorizer
-                .jwt
-                .as_ref()
-                .and_then(|jwt| jwt.claims.get("sub"))
-                .map(|sub| format!("jwt:{sub}"))
-        })?;
-    let principal = Principal::parse(&name).ok()?;
+    let iam = authorizer.iam.as_ref().and_then(|iam| iam.user_arn.clone());
+    let (principal, reported) = match iam {
+        Some(arn) => (Principal::from_iam(&arn, trust).ok()?, arn),
+        None => {
+            let claims = &authorizer.jwt.as_ref()?.claims;
+            let (iss, sub) = (claims.get("iss")?, claims.get("sub")?);
+            let principal = Principal::from_jwt(iss, sub).ok()?;
+            (principal, format!("JWT of {iss}, subject {sub}"))
+        }
+    };
     let address = ctx
         .http
         .source_ip
         .as_deref()
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    Some(Caller { principal, address })
+    Some(Caller {
+        reported: (reported != principal.as_str()).then_some(reported),
+        principal,
+        address,
+    })
 }
 
 /// The request as the handlers take it: its body as bytes, and its path
@@ -136,9 +140,10 @@ pub fn into_lambda(response: http::Response<String>) -> lambda_http::Response<Bo
 }
 
 /// Runs an HTTP handler as a Lambda function behind API Gateway: works out
-/// the caller, hands the handler plain `http` types and the current time,
-/// and sends back its response.
-pub async fn run_http<H, F>(handler: H) -> Result<(), lambda_http::Error>
+/// the caller (trusting the session names of the roles `trust` names),
+/// hands the handler plain `http` types and the current time, and sends
+/// back its response.
+pub async fn run_http<H, F>(trust: &SessionTrust, handler: H) -> Result<(), lambda_http::Error>
 where
     H: Fn(Option<Caller>, http::Request<Bytes>, jiff::Timestamp) -> F + Sync,
     F: std::future::Future<Output = http::Response<String>> + Send,
@@ -146,7 +151,7 @@ where
     let handler = &handler;
     lambda_http::run(lambda_http::service_fn(
         move |event: lambda_http::Request| async move {
-            let caller = caller(&event);
+            let caller = caller(&event, trust);
             let request = into_handler_request(event);
             let response = handler(caller, request, jiff::Timestamp::now()).await;
             Ok::<_, lambda_http::Error>(into_lambda(response))
@@ -169,6 +174,20 @@ mod tests {
     /// An HTTP API (payload 2.0) event as API Gateway sends it: the path
     /// decoded, the route that matched, and what its parameters caught.
     fn event(route_key: &str, raw_path: &str, params: Value, stage: &str) -> lambda_http::Request {
+        let alice = json!({"iam": {"accessKey": "AKIA", "accountId": "123456789012",
+            "callerId": "AIDA", "principalOrgId": null,
+            "userArn": "arn:aws:iam::123456789012:user/alice", "userId": "AIDA"}});
+        event_as(route_key, raw_path, params, stage, alice)
+    }
+
+    /// [`event`] with the authorizer context `authorizer`.
+    fn event_as(
+        route_key: &str,
+        raw_path: &str,
+        params: Value,
+        stage: &str,
+        authorizer: Value,
+    ) -> lambda_http::Request {
         let method = route_key.split(' ').next().unwrap_or("GET");
         let event = json!({
             "version": "2.0",
@@ -179,9 +198,7 @@ mod tests {
                         "x-forwarded-proto": "https"},
             "requestContext": {
                 "accountId": "123456789012", "apiId": "abc123",
-                "authorizer": {"iam": {"accessKey": "AKIA", "accountId": "123456789012",
-                    "callerId": "AIDA", "principalOrgId": null,
-                    "userArn": "arn:aws:iam::123456789012:user/alice", "userId": "AIDA"}},
+                "authorizer": authorizer,
                 "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
                 "domainPrefix": "abc123",
                 "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1",
@@ -258,11 +275,74 @@ mod tests {
     #[test]
     fn the_caller_is_the_iam_principal_or_the_jwt_subject() {
         let request = event("GET /v1/vms", "/v1/vms", json!(null), "$default");
-        let caller = caller(&request).expect("an IAM caller");
+        let caller = caller(&request, &SessionTrust::default()).expect("an IAM caller");
         assert_eq!(
             caller.principal.as_str(),
             "arn:aws:iam::123456789012:user/alice"
         );
         assert_eq!(caller.address, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(caller.reported, None);
+    }
+
+    fn principal_of(authorizer: Value, trust: &SessionTrust) -> Option<String> {
+        let request = event_as(
+            "GET /v1/whoami",
+            "/v1/whoami",
+            json!(null),
+            "$default",
+            authorizer,
+        );
+        caller(&request, trust).map(|c| c.principal.to_string())
+    }
+
+    fn iam(arn: &str) -> Value {
+        json!({"iam": {"accessKey": "ASIA", "accountId": "123456789012", "callerId": "AROA:x",
+            "principalOrgId": null, "userArn": arn, "userId": "AROA:x"}})
+    }
+
+    #[test]
+    fn a_session_name_counts_only_for_trusted_roles() {
+        let sso = SessionTrust::parse(&["AWSReservedSSO_*".to_owned()]).unwrap();
+        let session = "arn:aws:sts::123456789012:assumed-role/Approvers/carol";
+        for trust in [&SessionTrust::default(), &sso] {
+            assert_eq!(
+                principal_of(iam(session), trust).as_deref(),
+                Some("arn:aws:sts::123456789012:assumed-role/Approvers/*"),
+                "whoever may assume Approvers can call the session carol"
+            );
+        }
+        let sso_session =
+            "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Ops_0123abcd/carol@example.com";
+        assert_eq!(
+            principal_of(iam(sso_session), &sso).as_deref(),
+            Some(sso_session)
+        );
+        assert_eq!(
+            principal_of(iam(sso_session), &SessionTrust::default()).as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Ops_0123abcd/*")
+        );
+        assert_eq!(
+            principal_of(iam("arn:aws:sts::123456789012:federated-user/carol"), &sso).as_deref(),
+            Some("arn:aws:sts::123456789012:federated-user/*")
+        );
+    }
+
+    #[test]
+    fn a_jwt_caller_is_unique_across_issuers() {
+        let jwt = |iss: &str, sub: &str| json!({"jwt": {"claims": {"iss": iss, "sub": sub}, "scopes": null}});
+        let a = principal_of(
+            jwt("https://a.example.com/", "u1"),
+            &SessionTrust::default(),
+        );
+        let b = principal_of(
+            jwt("https://b.example.com/", "u1"),
+            &SessionTrust::default(),
+        );
+        assert_eq!(a.as_deref(), Some("jwt:https://a.example.com/#u1"));
+        assert_ne!(a, b);
+        let no_issuer = json!({"jwt": {"claims": {"sub": "u1"}, "scopes": null}});
+        assert_eq!(principal_of(no_issuer, &SessionTrust::default()), None);
+        let forged = jwt("https://a.example.com/#u1", "x");
+        assert_eq!(principal_of(forged, &SessionTrust::default()), None);
     }
 }

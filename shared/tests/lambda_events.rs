@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use jitvm_core::{RequestMessage, lambda};
+use jitvm_core::{RequestMessage, SessionTrust, lambda};
 
 fn event(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +17,20 @@ fn event(name: &str) -> String {
 fn the_caller_is_the_iam_principal_and_its_source_address() {
     let request =
         lambda_http::request::from_str(&event("apigw-put-policy.json")).expect("an HTTP API event");
-    let caller = lambda::caller(&request).expect("an authenticated caller");
+    // A role session: its name is the caller's own choice, so it counts
+    // only where the deployment trusts the role's session names.
+    let caller =
+        lambda::caller(&request, &SessionTrust::default()).expect("an authenticated caller");
+    assert_eq!(
+        caller.principal.as_str(),
+        "arn:aws:sts::123456789012:assumed-role/Operators/*"
+    );
+    assert_eq!(
+        caller.reported.as_deref(),
+        Some("arn:aws:sts::123456789012:assumed-role/Operators/alice")
+    );
+    let trusted = SessionTrust::parse(&["Operators".to_owned()]).expect("a role name");
+    let caller = lambda::caller(&request, &trusted).expect("an authenticated caller");
     assert_eq!(
         caller.principal.as_str(),
         "arn:aws:sts::123456789012:assumed-role/Operators/alice"
@@ -44,7 +57,7 @@ fn the_caller_is_the_iam_principal_and_its_source_address() {
 fn no_authorizer_means_no_caller() {
     let request =
         lambda_http::request::from_str(&event("apigw-no-auth.json")).expect("an HTTP API event");
-    assert_eq!(lambda::caller(&request), None);
+    assert_eq!(lambda::caller(&request, &SessionTrust::default()), None);
 }
 
 #[test]

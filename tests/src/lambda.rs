@@ -51,8 +51,29 @@ pub const ACCOUNT: &str = "123456789012";
 pub const ADMIN_ARN: &str = "arn:aws:iam::123456789012:user/jitvm-admin";
 /// A signed caller who is nobody in particular.
 pub const ALICE_ARN: &str = "arn:aws:sts::123456789012:assumed-role/Developers/alice";
-/// A single-sign-on subject the deployment names in `Admins` (`jwt:<sub>`).
+/// Alice's principal: her role's, since the deployment does not trust the
+/// session names of `Developers`.
+pub const ALICE_PRINCIPAL: &str = "arn:aws:sts::123456789012:assumed-role/Developers/*";
+/// A single-sign-on subject the deployment names in `Admins`
+/// (`jwt:<issuer>#<sub>`).
 pub const ADMIN_SUB: &str = "00u1admin0000000001";
+/// The issuer of the single-sign-on API's tokens.
+pub const JWT_ISSUER: &str = "https://login.example.com/";
+/// The Slack workspace the deployment lets in.
+pub const SLACK_WORKSPACE: &str = "T0LAMBDA";
+/// The IAM roles whose session names the deployment trusts.
+pub const TRUSTED_ROLES: &str = "AWSReservedSSO_*";
+
+/// What the single-sign-on API's JWT authorizer reports for a token of
+/// `sub` from [`JWT_ISSUER`].
+pub fn sso(sub: &str) -> crate::api_gateway::Auth {
+    crate::api_gateway::Auth::Jwt(json!({"sub": sub, "iss": JWT_ISSUER, "aud": "jitvm"}))
+}
+
+/// The principal of `sub` signed in through the single-sign-on API.
+pub fn jwt_principal(sub: &str) -> String {
+    format!("jwt:{JWT_ISSUER}#{sub}")
+}
 /// The Slack app's signing secret, kept in Secrets Manager: the local
 /// stack's.
 pub use crate::stack::SLACK_SECRET;
@@ -110,7 +131,12 @@ impl Deployed {
         let arm = ArmFake::start().await;
         arm.add_resource_group(SUBSCRIPTION, "rg-lambda");
         let parameters = [
-            ("Admins", format!("{ADMIN_ARN},jwt:{ADMIN_SUB}")),
+            (
+                "Admins",
+                format!("{ADMIN_ARN},{}", jwt_principal(ADMIN_SUB)),
+            ),
+            ("TrustedSessionRoles", TRUSTED_ROLES.to_owned()),
+            ("SlackWorkspaces", SLACK_WORKSPACE.to_owned()),
             ("Regions", region.to_owned()),
             ("AzureTenantId", TENANT.to_owned()),
             ("AzureClientId", CLIENT_ID.to_owned()),
@@ -192,6 +218,7 @@ impl Deployed {
             policies: &stack.store,
             requests: &stack.store,
             admins: &stack.settings.admins,
+            trust: &stack.settings.trusted_session_roles,
         };
         let request = http::Request::builder()
             .method("PUT")
@@ -201,6 +228,7 @@ impl Deployed {
         let caller = Caller {
             principal: Principal::parse(ADMIN_ARN).expect("a principal"),
             address: None,
+            reported: None,
         };
         let answer =
             jitvm_policy::handle(&api, Some(caller), request, jiff::Timestamp::now()).await;

@@ -155,6 +155,7 @@ impl Stack {
             "JITVM_ADMINS" => Some("local:admin".into()),
             "JITVM_AUDITORS" => Some("local:auditor".into()),
             "JITVM_SLACK_SIGNING_SECRET" => Some(SLACK_SECRET.into()),
+            "JITVM_SLACK_WORKSPACES" => Some(format!("{SLACK_TEAM},{SLACK_ENTERPRISE}")),
             "JITVM_POLICIES_TABLE" => Some(crate::unique("policies")),
             "JITVM_REQUESTS_TABLE" => Some(crate::unique("requests")),
             "JITVM_REQUEST_QUEUE" => Some(format!("{}.fifo", crate::unique("requests"))),
@@ -545,6 +546,11 @@ pub fn click_body(team: &str, user: &str, action: &str, id: &str, response_url: 
         "actions": [{"type": "button", "action_id": action, "value": id,
                      "block_id": "b1", "action_ts": "1700000000.000100"}],
     });
+    interaction_body(&payload)
+}
+
+/// The form body Slack posts for an interaction `payload`.
+pub fn interaction_body(payload: &Value) -> String {
     form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", &payload.to_string())
         .finish()
@@ -591,5 +597,7 @@ impl Stack {
     }
 }
 
-/// The Slack team of [`Stack::slash`].
+/// The Slack team of [`Stack::slash`], which the stack lets in.
 pub const SLACK_TEAM: &str = "T0TEAM";
+/// An Enterprise Grid organisation the stack lets in, whole.
+pub const SLACK_ENTERPRISE: &str = "E0GRID";

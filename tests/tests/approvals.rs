@@ -275,3 +275,43 @@ async fn an_approval_never_opens_another_protocol_and_a_withdrawal_has_no_decide
     assert_eq!(last["by"], "local:alice");
     assert_eq!(last["message"], "withdrawn before a decision");
 }
+
+#[tokio::test]
+async fn approvers_are_patterns_and_never_a_session_anyone_could_name() {
+    let stack = Stack::start("eu-north-1").await;
+    let vm = stack.instance(&[]).await;
+    // A session of a role whose session names the caller chooses matches
+    // nobody: the policy is refused, saying what to write instead, and
+    // nothing is stored or prepared.
+    let carol = "arn:aws:sts::123456789012:assumed-role/Platform/carol";
+    let (status, body) = put_policy(&stack, &vm.arn, policy(&["local:carol", carol])).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "InvalidApprovers", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("approvers[1]:"), "{message}");
+    assert!(
+        message.contains("arn:aws:sts::123456789012:assumed-role/Platform/*"),
+        "{message}"
+    );
+    let (status, _) = stack
+        .call(Method::GET, &Stack::policy_path(&vm.arn), Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 404, "no policy was stored");
+    assert!(
+        stack
+            .group_id(&format!("jitvm-{}", vm.world.instance_id))
+            .await
+            .is_none()
+    );
+
+    // A prefix names a group of approvers, as it does requesters and admins.
+    enable(&stack, &vm.arn, policy(&["local:c*"])).await;
+    let (status, body) = request(&stack, ALICE, ask(&vm.arn, ssh("198.51.100.7"))).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    let (status, body) = decide(&stack, &id, "approve", BOB, None).await;
+    assert_eq!(status, 403, "bob is no approver: {body}");
+    let (status, body) = decide(&stack, &id, "approve", CAROL, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decidedBy"], "local:carol");
+}

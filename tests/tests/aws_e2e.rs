@@ -1149,6 +1149,7 @@ async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
         policies: &LosesEveryWrite(&stack.host.stack.store),
         requests: &stack.host.stack.store,
         admins: &admins,
+        trust: &Default::default(),
     };
     let mut body = ssh_policy();
     body["closeStandingAccess"] = json!(true);
@@ -1158,6 +1159,7 @@ async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
     let caller = jitvm_core::api::Caller {
         principal: jitvm_core::Principal::parse("local:admin").unwrap(),
         address: None,
+        reported: None,
     };
     let response = jitvm_policy::handle(&api, Some(caller), request, Timestamp::now()).await;
     assert_eq!(response.status().as_u16(), 409, "{}", response.body());

@@ -899,3 +899,166 @@ async fn pending_lists_what_waits_for_this_approver_on_every_vm_they_approve() {
     stack.advance(3600);
     assert!(waiting(CAROL).await.is_empty());
 }
+
+// 7. Workspaces, and who a Slack member is.
+
+/// A slash command typed by `user` in workspace `team` of Enterprise Grid
+/// organisation `enterprise`, as Slack posts it.
+fn grid_slash(team: &str, enterprise: &str, user: &str, text: &str) -> String {
+    let mut body = slash_body(team, user, text, RESPONSE_URL);
+    body.push_str(&format!(
+        "&enterprise_id={enterprise}&is_enterprise_install=false"
+    ));
+    body
+}
+
+/// A click on `action` of request `id` by `user` of `team` in
+/// organisation `enterprise`, on a message of workspace `host`.
+fn grid_click(
+    host: &str,
+    team: &str,
+    enterprise: &str,
+    user: &str,
+    action: &str,
+    id: &str,
+) -> String {
+    jitvm_tests::stack::interaction_body(&json!({
+        "type": "block_actions",
+        "enterprise": {"id": enterprise, "name": "Grid"},
+        "team": {"id": host, "domain": "example"},
+        "user": {"id": user, "team_id": team, "username": "someone"},
+        "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
+        "actions": [{"type": "button", "action_id": action, "value": id}],
+    }))
+}
+
+#[tokio::test]
+async fn forged_or_missing_team_and_user_fields_are_refused_and_write_nothing() {
+    let stack = Stack::start("af-south-1").await;
+    let anyone = json!({"ports": [{"number": 22, "protocol": "tcp",
+        "allowedSourceAddressPrefix": "*", "maxRequestAccessDuration": "PT3H"}]});
+    let (vm, group) = protected(&stack, anyone).await;
+    let iid = &vm.world.instance_id;
+    let text = format!("22 {iid} 3h from 0.0.0.0/0 -- in");
+    let ask = slash_body(SLACK_TEAM, ALICE, &text, RESPONSE_URL);
+    let without = |field: &str| {
+        ask.split('&')
+            .filter(|pair| !pair.starts_with(&format!("{field}=")))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let with = |field: &str, value: &str| {
+        format!(
+            "{}&{field}={}",
+            without(field),
+            encode(value).replace("%2D", "-")
+        )
+    };
+    let hostile = [
+        ("no team_id", without("team_id")),
+        ("no user_id", without("user_id")),
+        ("an empty team_id", with("team_id", "")),
+        ("an empty user_id", with("user_id", "")),
+        // Two workspaces in one command: ours first, a stranger's second.
+        ("team_id twice", format!("{ask}&team_id=T0STRANGER")),
+        ("user_id twice", format!("{ask}&user_id=U0ADMIN")),
+        (
+            "a team_id with a user in it",
+            with("team_id", "T0TEAM/U0ADMIN"),
+        ),
+        (
+            "a user_id climbing out",
+            with("user_id", "U0ALICE/../U0ADMIN"),
+        ),
+        ("a team_id in lower case", with("team_id", "t0team")),
+        ("a user_id with a space", with("user_id", "U0ALICE U0ADMIN")),
+    ];
+    for (what, body) in hostile {
+        let now = stack.now().as_second();
+        let (status, answer) = stack.slack_at(SLASH, &body, now, None).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {answer}"
+        );
+    }
+    // A stranger's workspace that claims to belong to an allowed
+    // organisation only by a second field is still a stranger.
+    let mixed = format!(
+        "{}&enterprise_id=E0STRANGER",
+        slash_body("T0STRANGER", "U0GUEST", &text, RESPONSE_URL)
+    );
+    let now = stack.now().as_second();
+    let (status, answer) = stack.slack_at(SLASH, &mixed, now, None).await;
+    let refused = refusal(status, &answer);
+    assert!(refused.contains("WorkspaceNotAllowed"), "{refused}");
+
+    assert!(records_of(&stack, &vm.arn).await.is_empty(), "no record");
+    drain(&stack).await;
+    assert!(
+        stack.ingress_rules_of_group(&group).await.is_empty(),
+        "nothing opened"
+    );
+}
+
+#[tokio::test]
+async fn a_grid_member_is_one_person_in_every_workspace_of_the_organisation() {
+    let stack = Stack::start("ap-east-1").await;
+    let (vm, _) = protected(
+        &stack,
+        json!({"ports": [{"number": 22, "protocol": "tcp",
+            "allowedSourceAddressPrefixes": ["198.51.100.0/24"]}],
+            "approvers": ["slack:T0TEAM/*"]}),
+    )
+    .await;
+    let iid = &vm.world.instance_id;
+    // Alice asks from another workspace of the organisation the stack lets
+    // in whole.
+    let ask = grid_slash(
+        "T0OTHER",
+        "E0GRID",
+        "W0ALICE",
+        &format!("22 {iid} 1h from 198.51.100.7 -- grid"),
+    );
+    let (status, answer) = stack
+        .slack_at(SLASH, &ask, stack.now().as_second(), None)
+        .await;
+    let text = ephemeral(status, &answer);
+    assert!(text.contains("waits for approval"), "{text}");
+    let pending = only_record(&stack, &vm.arn).await;
+    assert_eq!(pending["requestor"], "slack:T0OTHER/W0ALICE");
+    let id = id_of(&pending);
+
+    // From the approvers' workspace she matches `slack:T0TEAM/*`, and is
+    // still the one who asked.
+    for click in [
+        grid_click("T0TEAM", "T0TEAM", "E0GRID", "W0ALICE", "approve", &id),
+        click_body(SLACK_TEAM, "W0ALICE", "approve", &id, RESPONSE_URL),
+    ] {
+        let (status, answer) = stack
+            .slack_at(INTERACTIVE, &click, stack.now().as_second(), None)
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(shown(&answer).contains("own request"), "{answer}");
+        assert_eq!(record(&stack, &id).await["status"], "PendingApproval");
+    }
+
+    // A member of another organisation is refused before anything is read.
+    let stranger = grid_click("T0TEAM", "T0ELSE", "E0ELSE", "W0MALLORY", "approve", &id);
+    let (status, answer) = stack
+        .slack_at(INTERACTIVE, &stranger, stack.now().as_second(), None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(shown(&answer).contains("WorkspaceNotAllowed"), "{answer}");
+    assert_eq!(record(&stack, &id).await["status"], "PendingApproval");
+
+    // Bob, of the approvers' workspace, approves.
+    let click = click_body(SLACK_TEAM, BOB, "approve", &id, RESPONSE_URL);
+    let (status, answer) = stack
+        .slack_at(INTERACTIVE, &click, stack.now().as_second(), None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(record(&stack, &id).await["status"], "Approved");
+}

@@ -830,6 +830,7 @@ fn routes_need_api_gateway_authorization() {
         "POST /v1/requests/{id}/deny",
         "POST /v1/requests/{id}/revoke",
         "GET /v1/audit.csv",
+        "GET /v1/whoami",
     ];
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
     for (routes, dir) in [(&policy[..], "policy"), (&request[..], "request")] {

@@ -213,14 +213,14 @@ async fn approved(
     (request, requestor): (&AccessRequest, &jitvm_core::Principal),
     existing: Option<&RequestRecord>,
     grants: Vec<Grant>,
-    approvers: &[jitvm_core::Principal],
+    approvers: &[jitvm_core::PrincipalPattern],
     now: Timestamp,
 ) -> Result<Vec<Grant>, Outcome> {
     match existing {
         Some(r)
             if r.status() == RequestStatus::Approved
                 && r.decided_by()
-                    .is_some_and(|d| approvers.contains(d) && d != requestor) =>
+                    .is_some_and(|d| jitvm_core::may_decide(approvers, d, requestor)) =>
         {
             Ok(grants)
         }

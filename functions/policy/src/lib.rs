@@ -22,8 +22,8 @@ use jitvm_core::api::{
 use jitvm_core::ports::{Firewall, PolicyEntry, PolicyStore, RequestStore};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
-    Policy, PolicyDocument, PortStatus, PrincipalPattern, RequestStatus, StatusReason, VmId,
-    records,
+    Policy, PolicyDocument, PortStatus, PrincipalPattern, RequestStatus, SessionTrust,
+    StatusReason, VmId, records,
 };
 use serde_json::{Value, json};
 
@@ -33,6 +33,8 @@ pub struct PolicyApi<'a> {
     pub policies: &'a dyn PolicyStore,
     pub requests: &'a dyn RequestStore,
     pub admins: &'a [PrincipalPattern],
+    /// The roles whose session names count (README "Principals").
+    pub trust: &'a SessionTrust,
 }
 
 /// Answers one HTTP request. Never panics on input; every error is the
@@ -162,6 +164,25 @@ fn no_policy(vm: &VmId) -> ApiError {
     )
 }
 
+/// Refuses approvers that can match nobody: a session of a role whose
+/// session names the caller chooses. (A requester may still be named so:
+/// a queue message names its requestor as its sender chooses.)
+fn check_approvers(api: &PolicyApi<'_>, policy: &Policy) -> Result<(), ApiError> {
+    let Some((index, message)) = policy
+        .approvers()
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| Some((i, jitvm_core::config::session_named(api.trust, a)?)))
+    else {
+        return Ok(());
+    };
+    Err(ApiError::new(
+        400,
+        "InvalidApprovers",
+        format!("approvers[{index}]: {message}"),
+    ))
+}
+
 async fn put_policy(
     api: &PolicyApi<'_>,
     caller: &Caller,
@@ -173,6 +194,7 @@ async fn put_policy(
     require_admin(api, caller)?;
     let body = check_body(request.body())?;
     let policy = Policy::parse(vm.clone(), &PolicyDocument::from_json(body)?)?;
+    check_approvers(api, &policy)?;
     let expected = if_match(request.headers())?;
     let existing = api.policies.get_policy(&vm).await?;
     let stored_version = existing.as_ref().map(|e| e.policy.version());
@@ -392,9 +414,7 @@ async fn list_vms(
                 item["lastUser"] = json!(last.map(|r| r.requestor()));
                 // Who holds which port from where is for admins and the
                 // VM's approvers; others see how many are open.
-                if caller.is_admin(api.admins)
-                    || entry.policy.approvers().contains(&caller.principal)
-                {
+                if caller.is_admin(api.admins) || entry.policy.allows_approver(&caller.principal) {
                     item["openGrants"] = json!(open);
                 } else {
                     item["openGrantCount"] = json!(open.len());

@@ -15,6 +15,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         policies: &aws.store,
         requests: &aws.store,
         admins: &settings.admins,
+        trust: &settings.trusted_session_roles,
     };
-    lambda::run_http(|caller, request, now| handle(&api, caller, request, now)).await
+    lambda::run_http(&settings.trusted_session_roles, |caller, request, now| {
+        handle(&api, caller, request, now)
+    })
+    .await
 }

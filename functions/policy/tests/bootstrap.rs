@@ -5,7 +5,7 @@
 //! base64 bodies). EC2 is moto; Azure is the ARM fake.
 
 use jitvm_tests::api_gateway::{Auth, Call, HttpApi, Refused};
-use jitvm_tests::lambda::{ADMIN_ARN, ADMIN_SUB, ALICE_ARN, Deployed};
+use jitvm_tests::lambda::{ADMIN_ARN, ADMIN_SUB, ALICE_ARN, Deployed, sso};
 use jitvm_tests::stack::{encode, group_named};
 use serde_json::json;
 
@@ -14,10 +14,6 @@ const FUNCTION: &str = "PolicyFunction";
 
 fn iam(arn: &str) -> Auth {
     Auth::Iam(arn.to_owned())
-}
-
-fn jwt(sub: &str) -> Auth {
-    Auth::Jwt(json!({"sub": sub, "iss": "https://login.example.com/", "aud": "jitvm"}))
 }
 
 /// The security groups on an interface, by name.
@@ -44,7 +40,7 @@ async fn an_unencoded_instance_arn_in_the_path_writes_reads_and_deletes_a_policy
     let group = format!("jitvm-{}", world.instance_id);
     let policy = deployed.start(FUNCTION, BINARY.as_ref()).await;
     let api = HttpApi::from_template("Api");
-    let sso = HttpApi::from_template("SsoApi");
+    let sso_api = HttpApi::from_template("SsoApi");
 
     // PUT with the ARN as it is written, the body base64-encoded.
     let body = json!({"ports": [{"number": 22, "protocol": "tcp", "allowedSourceAddressPrefix": "203.0.113.0/24"}]});
@@ -73,7 +69,7 @@ async fn an_unencoded_instance_arn_in_the_path_writes_reads_and_deletes_a_policy
     let plain = format!("/v1/policies/{arn}");
     let once = format!("/v1/policies/{}", encode(&arn));
     let answer = policy
-        .call(&sso, Call::new("GET", &plain, jwt(ADMIN_SUB)))
+        .call(&sso_api, Call::new("GET", &plain, sso(ADMIN_SUB)))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["version"], stored["version"]);

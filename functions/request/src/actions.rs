@@ -112,7 +112,7 @@ pub async fn is_overseer(
         return Ok(true);
     }
     let policy = api.policies.get_policy(vm).await?;
-    Ok(policy.is_some_and(|e| e.policy.approvers().contains(&caller.principal)))
+    Ok(policy.is_some_and(|e| e.policy.allows_approver(&caller.principal)))
 }
 
 /// Checks that `caller` may decide on `record` (an approver of the VM's
@@ -127,20 +127,21 @@ async fn check_decider(
 ) -> Result<Option<jitvm_core::ports::PolicyEntry>, ApiError> {
     let id = record.id();
     let entry = api.policies.get_policy(record.vm()).await?;
-    let approvers = entry
+    if !entry
         .as_ref()
-        .map(|e| e.policy.approvers())
-        .unwrap_or_default();
-    if !approvers.contains(&caller.principal) {
+        .is_some_and(|e| e.policy.allows_approver(&caller.principal))
+    {
         return Err(ApiError::forbidden(format!(
             "{} is not an approver of this VM's policy",
             caller.principal
         )));
     }
-    if record.requestor() == &caller.principal {
-        return Err(ApiError::forbidden(
-            "a requestor cannot decide on their own request; another approver must",
-        ));
+    if caller.principal.same_identity(record.requestor()) {
+        return Err(ApiError::forbidden(format!(
+            "{} asked for request {id} (as {}), and nobody decides on their own request; another approver must",
+            caller.principal,
+            record.requestor()
+        )));
     }
     if let Some(deadline) = record.approval_deadline_passed(api.approval_timeout, now) {
         records::update(api.requests, id, |r| r.time_out(api.approval_timeout, now)).await?;

@@ -17,8 +17,10 @@ use jiff::Timestamp;
 use jitvm_core::api::{ApiError, Caller, json_response};
 use jitvm_core::ports::RequestQuery;
 use jitvm_core::slack::{
-    self, Command, Interaction, RequestCommand, SigningSecret, SlackError, SlashCommand, Verb,
+    self, Command, Interaction, Origin, RequestCommand, SigningSecret, SlackError, SlashCommand,
+    Verb,
 };
+use jitvm_core::telemetry::Audit;
 use jitvm_core::{Policy, Principal, RequestId, RequestRecord, RequestStatus, VmId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -30,26 +32,54 @@ pub struct SlackApp {
     secret: SigningSecret,
     client: reqwest::Client,
     local: bool,
+    /// The team and enterprise ids whose members may use the app.
+    workspaces: Vec<String>,
 }
 
 impl SlackApp {
-    /// The app on Lambda: answers go to `https://hooks.slack.com/` only.
-    pub fn new(signing_secret: String) -> Result<Self, SlackError> {
+    /// The app on Lambda, for the members of `workspaces` (team ids and
+    /// Enterprise Grid ids): answers go to `https://hooks.slack.com/` only.
+    pub fn new(signing_secret: String, workspaces: Vec<String>) -> Result<Self, SlackError> {
         Ok(Self {
             secret: SigningSecret::new(signing_secret),
             client: slack::response_client()?,
             local: false,
+            workspaces,
         })
     }
 
     /// The app on the local host, which may also answer a `response_url` on
     /// `http://127.0.0.1:<port>` (a stand-in for Slack in tests). On Lambda
     /// that address is the runtime's own API, so it is never allowed there.
-    pub fn local(signing_secret: String) -> Result<Self, SlackError> {
+    pub fn local(signing_secret: String, workspaces: Vec<String>) -> Result<Self, SlackError> {
         Ok(Self {
             local: true,
-            ..Self::new(signing_secret)?
+            ..Self::new(signing_secret, workspaces)?
         })
+    }
+
+    /// A refusal for a call from a workspace not let in (see
+    /// [`slack::first_stranger`]), audited; `None` when every workspace the
+    /// call names is let in.
+    fn refuse_strangers(&self, origins: &[Origin<'_>], user: &str) -> Option<Value> {
+        let stranger = slack::first_stranger(&self.workspaces, origins)?;
+        let workspace = match stranger.enterprise {
+            Some(enterprise) => format!("{} (organisation {enterprise})", stranger.team),
+            None => stranger.team.to_owned(),
+        };
+        let message = format!(
+            "the Slack workspace {workspace} may not use jitvm; the people who run jitvm can add its team id (or its organisation's enterprise id) to JITVM_SLACK_WORKSPACES"
+        );
+        let caller = format!("slack:{}/{user}", stranger.team);
+        Audit {
+            event: "slack.refused",
+            actor: Some(&caller),
+            reason: Some("WorkspaceNotAllowed"),
+            message: Some(&message),
+            ..Audit::default()
+        }
+        .emit();
+        Some(slack::refused("WorkspaceNotAllowed", &message))
     }
 }
 
@@ -100,6 +130,7 @@ fn caller(principal: Result<Principal, SlackError>) -> Result<Caller, ApiError> 
     Ok(Caller {
         principal: principal.map_err(slack_error)?,
         address: None,
+        reported: None,
     })
 }
 
@@ -113,6 +144,9 @@ pub async fn slash_command(
     let signature = verified(app, request, now)?;
     let command = SlashCommand::parse(request.body()).map_err(slack_error)?;
     let caller = caller(command.principal())?;
+    if let Some(refusal) = app.refuse_strangers(&command.origins(), &command.user_id) {
+        return Ok(json_response(200, &refusal));
+    }
     let message = match slack::parse_command(&command.text) {
         Err(e) => slack::refused(e.code(), &e.describe(&command.command)),
         Ok(parsed) => answer(api, &caller, &command.command, parsed, &signature, now).await,
@@ -132,6 +166,11 @@ pub async fn interaction(
     let signature = verified(app, request, now)?;
     let interaction = Interaction::parse(request.body()).map_err(slack_error)?;
     let caller = caller(interaction.principal())?;
+    if let Some(refusal) = app.refuse_strangers(&interaction.origins(), &interaction.user_id) {
+        let message = slack::replace_original(refusal);
+        post(app, &interaction, &message).await;
+        return Ok(json_response(200, &message));
+    }
     let message = match interaction.actions.first().map(|a| a.command()) {
         None => slack::refused("InvalidSlackRequest", "the click carried no action"),
         Some(Err(e)) => slack::refused(e.code(), &e.describe("/jit")),
@@ -290,7 +329,7 @@ async fn awaiting(
     let since = now.checked_sub(api.approval_timeout).unwrap_or(now);
     let mut mine = Vec::new();
     for entry in api.policies.list_policies().await? {
-        if !entry.policy.approvers().contains(&caller.principal) {
+        if !entry.policy.allows_approver(&caller.principal) {
             continue;
         }
         let mut after = None;
@@ -308,7 +347,7 @@ async fn awaiting(
                 .await?;
             mine.extend(page.records.into_iter().filter(|r| {
                 r.status() == RequestStatus::PendingApproval
-                    && r.requestor() != &caller.principal
+                    && !r.requestor().same_identity(&caller.principal)
                     && r.approval_deadline_passed(api.approval_timeout, now)
                         .is_none()
             }));

@@ -16,6 +16,7 @@
 //!   (`UserRequested`); the requestor or an admin.
 //! - `GET /v1/audit.csv?since=&until=`: every state change in the window,
 //!   for admins and auditors.
+//! - `GET /v1/whoami`: the caller's principal and what it may do.
 //! - `POST /v1/chatops/slack` and `/v1/chatops/slack/interactive`: the Slack
 //!   app's slash command and buttons, authenticated by Slack's signature
 //!   instead of API Gateway.
@@ -23,6 +24,7 @@
 pub mod actions;
 pub mod audit;
 pub mod chatops;
+pub mod whoami;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -137,6 +139,8 @@ async fn route(
         (["v1", "requests", _, "revoke" | "approve" | "deny"], _) => {
             Err(method_not_allowed("POST"))
         }
+        (["v1", "whoami"], &Method::GET) => whoami::whoami(api, &caller).await,
+        (["v1", "whoami"], _) => Err(method_not_allowed("GET")),
         (["v1", "audit.csv"], &Method::GET) => audit::export(api, &caller, query, now).await,
         (["v1", "audit.csv"], _) => Err(method_not_allowed("GET")),
         _ => Err(no_route(request.uri().path())),

@@ -15,7 +15,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let timers = aws.timers(&settings).await?;
     // `connect` has read a secret given by ARN, so only a value is left.
     let slack = match &aws.settings.slack_signing_secret {
-        Some(Secret::Value(secret)) => Some(SlackApp::new(secret.clone())?),
+        Some(Secret::Value(secret)) => Some(SlackApp::new(
+            secret.clone(),
+            settings.slack_workspaces.clone(),
+        )?),
         _ => None,
     };
     let api = RequestApi {
@@ -29,5 +32,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         approval_timeout: settings.approval_timeout,
         slack: slack.as_ref(),
     };
-    lambda::run_http(|caller, request, now| handle(&api, caller, request, now)).await
+    lambda::run_http(&settings.trusted_session_roles, |caller, request, now| {
+        handle(&api, caller, request, now)
+    })
+    .await
 }

@@ -7,7 +7,9 @@
 use jitvm_core::RequestId;
 use jitvm_core::ports::RequestStore;
 use jitvm_tests::api_gateway::{Auth, Call, HttpApi};
-use jitvm_tests::lambda::{ADMIN_ARN, ADMIN_SUB, ALICE_ARN, Deployed, SLACK_SECRET};
+use jitvm_tests::lambda::{
+    ADMIN_ARN, ADMIN_SUB, ALICE_ARN, ALICE_PRINCIPAL, Deployed, SLACK_SECRET, jwt_principal, sso,
+};
 use jitvm_tests::stack::{encode, slack_signature, slash_body};
 use serde_json::{Value, json};
 
@@ -84,7 +86,7 @@ async fn a_signed_request_is_recorded_queued_read_listed_and_revoked() {
         .await;
     assert_eq!(answer.status, 202, "{}", answer.body);
     let record = answer.json();
-    assert_eq!(record["requestor"], json!(ALICE_ARN));
+    assert_eq!(record["requestor"], json!(ALICE_PRINCIPAL));
     assert_eq!(record["status"], "Approved");
     let id = record["id"].as_str().expect("an id").to_owned();
 
@@ -96,12 +98,12 @@ async fn a_signed_request_is_recorded_queued_read_listed_and_revoked() {
         .await
         .expect("read the record")
         .expect("the record is stored");
-    assert_eq!(stored.value.requestor().as_str(), ALICE_ARN);
+    assert_eq!(stored.value.requestor().as_str(), ALICE_PRINCIPAL);
     let messages = queued(&deployed).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0].0, arn);
     assert_eq!(messages[0].1["id"], json!(id));
-    assert_eq!(messages[0].1["requestor"], json!(ALICE_ARN));
+    assert_eq!(messages[0].1["requestor"], json!(ALICE_PRINCIPAL));
 
     // Read by id, and listed by VM: the ARN plain or encoded in the query.
     let answer = function
@@ -158,19 +160,16 @@ async fn a_signed_request_is_recorded_queued_read_listed_and_revoked() {
         "Revoked"
     );
 
-    // Through single sign-on the caller is jwt:<sub>.
-    let sso = HttpApi::from_template("SsoApi");
+    // Through single sign-on the caller is jwt:<issuer>#<sub>.
+    let sso_api = HttpApi::from_template("SsoApi");
     let answer = function
         .call(
-            &sso,
-            Call::new("POST", "/v1/requests", Auth::Jwt(json!({"sub": ADMIN_SUB}))).json(&ask),
+            &sso_api,
+            Call::new("POST", "/v1/requests", sso(ADMIN_SUB)).json(&ask),
         )
         .await;
     assert_eq!(answer.status, 202, "{}", answer.body);
-    assert_eq!(
-        answer.json()["requestor"],
-        json!(format!("jwt:{ADMIN_SUB}"))
-    );
+    assert_eq!(answer.json()["requestor"], json!(jwt_principal(ADMIN_SUB)));
 
     // A body that breaks the policy, and one that is not JSON.
     let wide = json!({"virtualMachines": [{"id": arn, "ports": [{"number": 3389, "allowedSourceAddressPrefix": "198.51.100.7"}]}]});

@@ -111,7 +111,7 @@ impl Host {
         let timers = SqsQueue::ensure_standard(&stack.config, &settings.expiry_queue).await?;
         let slack = match &stack.settings.slack_signing_secret {
             Some(Secret::Value(secret)) => Some(
-                SlackApp::local(secret.clone())
+                SlackApp::local(secret.clone(), settings.slack_workspaces.clone())
                     .map_err(|e| AdapterError::permanent("SlackClient", e.to_string()))?,
             ),
             Some(Secret::Arn(arn)) => {
@@ -325,6 +325,7 @@ async fn serve_http(
         .map(|principal| Caller {
             principal: principal.clone(),
             address: Some(peer.ip()),
+            reported: None,
         });
     let request = http::Request::from_parts(parts, bytes);
     let now = host.now();
@@ -334,11 +335,13 @@ async fn serve_http(
             policies: &host.stack.store,
             requests: &host.stack.store,
             admins: &host.settings.admins,
+            trust: &host.settings.trusted_session_roles,
         };
         jitvm_policy::handle(&api, caller, request, now).await
     } else if path.starts_with("/v1/requests")
         || path.starts_with("/v1/chatops/")
         || path == "/v1/audit.csv"
+        || path == "/v1/whoami"
     {
         let api = RequestApi {
             policies: &host.stack.store,

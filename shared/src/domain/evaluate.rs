@@ -10,7 +10,7 @@ use super::duration::{AccessDuration, MaxAccessDuration};
 use super::policy::Policy;
 use super::port::{Port, Protocol};
 use super::prefix::SourcePrefix;
-use super::principal::Principal;
+use super::principal::{Principal, PrincipalPattern};
 use super::request::{AccessRequest, RequestId, Window};
 use super::vm::VmId;
 
@@ -73,7 +73,7 @@ pub enum Decision {
     /// requestor) approves; the approval re-evaluates the request.
     PendingApproval {
         grants: Vec<Grant>,
-        approvers: Vec<Principal>,
+        approvers: Vec<PrincipalPattern>,
     },
     /// Nothing opens. Every reason found is listed, so the caller can fix
     /// them all at once.
@@ -300,7 +300,7 @@ pub fn evaluate(
         // A requestor never approves their own request, so a policy whose
         // only approver is the requestor could never open: say so now
         // rather than leave the request pending until it times out.
-        if policy.approvers().iter().all(|a| a == requestor) {
+        if policy.approvers().iter().all(|a| a.names_only(requestor)) {
             return Decision::Refused {
                 refusals: vec![Refusal {
                     port: None,
@@ -495,7 +495,10 @@ mod tests {
             panic!("{d:?}")
         };
         assert_eq!(grants.len(), 1);
-        assert_eq!(approvers, vec![Principal::parse("local:carol").unwrap()]);
+        assert_eq!(
+            approvers,
+            vec![PrincipalPattern::parse("local:carol").unwrap()]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use evaluate::{Decision, Grant, Refusal, RefusalReason, describe, evaluate};
 pub use policy::{HeldGrant, Policy, PolicyDocument, PolicyError, PortRule};
 pub use port::{Port, PortError, Protocol};
 pub use prefix::{PrefixError, SourcePrefix};
-pub use principal::{Principal, PrincipalError, PrincipalPattern};
+pub use principal::{Principal, PrincipalError, PrincipalPattern, SessionTrust, may_decide};
 pub use record::{PortRecord, RequestRecord, StatusChange, earliest_live_start};
 pub use request::{
     AccessRequest, InitiateBody, InitiatePort, InitiateVm, PortAsk, RequestError, RequestId,

@@ -78,8 +78,6 @@ pub enum PolicyError {
         index: usize,
         source: PrincipalError,
     },
-    #[error("approvers must name principals exactly; \"*\" and wildcards are not allowed there")]
-    WildcardApprover,
     #[error(
         "the policy document names {0}, but this policy is for another VM; send one policy per VM, to that VM's URL"
     )]
@@ -104,7 +102,7 @@ impl PolicyError {
             PolicyError::NoRequesters
             | PolicyError::Requester { .. }
             | PolicyError::TooManyPrincipals { .. } => "InvalidRequesters",
-            PolicyError::Approver { .. } | PolicyError::WildcardApprover => "InvalidApprovers",
+            PolicyError::Approver { .. } => "InvalidApprovers",
             PolicyError::OtherVm(_) | PolicyError::VmMissing => "VmMismatch",
         }
     }
@@ -163,7 +161,7 @@ pub struct Policy {
     vm: VmId,
     ports: Vec<PortRule>,
     requesters: Vec<PrincipalPattern>,
-    approvers: Vec<Principal>,
+    approvers: Vec<PrincipalPattern>,
     close_standing_access: bool,
     version: u64,
 }
@@ -202,8 +200,13 @@ impl Policy {
     pub fn requesters(&self) -> &[PrincipalPattern] {
         &self.requesters
     }
-    pub fn approvers(&self) -> &[Principal] {
+    pub fn approvers(&self) -> &[PrincipalPattern] {
         &self.approvers
+    }
+
+    /// Whether `who` is among the approvers (whoever asked).
+    pub fn allows_approver(&self, who: &Principal) -> bool {
+        self.approvers.iter().any(|p| p.matches(who))
     }
     pub fn close_standing_access(&self) -> bool {
         self.close_standing_access
@@ -509,7 +512,7 @@ fn parse_requesters(list: &[String]) -> Result<Vec<PrincipalPattern>, PolicyErro
     Ok(out)
 }
 
-fn parse_approvers(list: &[String]) -> Result<Vec<Principal>, PolicyError> {
+fn parse_approvers(list: &[String]) -> Result<Vec<PrincipalPattern>, PolicyError> {
     if list.len() > MAX_PRINCIPALS {
         return Err(PolicyError::TooManyPrincipals {
             field: "approvers",
@@ -517,13 +520,10 @@ fn parse_approvers(list: &[String]) -> Result<Vec<Principal>, PolicyError> {
             max: MAX_PRINCIPALS,
         });
     }
-    let mut out: Vec<Principal> = Vec::with_capacity(list.len());
+    let mut out: Vec<PrincipalPattern> = Vec::with_capacity(list.len());
     for (index, text) in list.iter().enumerate() {
-        if text.contains('*') {
-            return Err(PolicyError::WildcardApprover);
-        }
-        let who =
-            Principal::parse(text).map_err(|source| PolicyError::Approver { index, source })?;
+        let who = PrincipalPattern::parse(text)
+            .map_err(|source| PolicyError::Approver { index, source })?;
         if !out.contains(&who) {
             out.push(who);
         }
@@ -540,7 +540,7 @@ struct StoredPolicy {
     ports: Vec<PortRule>,
     requesters: Vec<PrincipalPattern>,
     #[serde(default)]
-    approvers: Vec<Principal>,
+    approvers: Vec<PrincipalPattern>,
     #[serde(default)]
     close_standing_access: bool,
     #[serde(default)]
@@ -779,7 +779,7 @@ mod tests {
                 "InvalidRequesters",
             ),
             (
-                json!({"ports": [22], "approvers": ["*"]}),
+                json!({"ports": [22], "approvers": ["local:*a"]}),
                 "InvalidApprovers",
             ),
             (

@@ -18,6 +18,10 @@ pub enum PrincipalError {
     BadCharacter(String),
     #[error("principal pattern {0:?} may use \"*\" only alone or as its last character")]
     BadWildcard(String),
+    #[error(
+        "{0:?} is not an IAM role name pattern: 1 to 64 letters, digits or +=,.@_- characters, optionally ending in \"*\""
+    )]
+    BadRolePattern(String),
 }
 
 /// Who a request comes from: an IAM ARN, `slack:<team>/<user>`,
@@ -83,6 +87,189 @@ impl PrincipalPattern {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this pattern names `who` and nobody else: written out in
+    /// full (no wildcard) as `who` or another name of the same identity,
+    /// or the very string of a role's principal.
+    pub fn names_only(&self, who: &Principal) -> bool {
+        if self.0 == who.as_str() {
+            return true;
+        }
+        !self.0.ends_with('*') && Principal(self.0.clone()).same_identity(who)
+    }
+}
+
+/// Whether `who` may decide on a request of `requestor` under a policy
+/// whose approvers are `approvers`: one of them, and never the requestor
+/// under any name of the same identity.
+pub fn may_decide(approvers: &[PrincipalPattern], who: &Principal, requestor: &Principal) -> bool {
+    approvers.iter().any(|a| a.matches(who)) && !who.same_identity(requestor)
+}
+
+/// The IAM roles whose session names an identity provider sets, so that
+/// they tell people apart (`JITVM_TRUSTED_SESSION_ROLES`): role names, a
+/// trailing `*` making a prefix, such as `AWSReservedSSO_*` for IAM
+/// Identity Center, whose roles admit only SAML sign-ins. Every other
+/// role's session name is whatever the caller of `AssumeRole` chose, so it
+/// counts for nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionTrust {
+    roles: Vec<String>,
+}
+
+impl SessionTrust {
+    /// Parses role-name patterns: 1 to 64 of IAM's role-name characters
+    /// (letters, digits, `+=,.@_-`), optionally ending in `*`.
+    pub fn parse(patterns: &[String]) -> Result<Self, PrincipalError> {
+        let roles = patterns
+            .iter()
+            .map(|p| {
+                let body = p.strip_suffix('*').unwrap_or(p);
+                let role_chars = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+                if body.len() > 64 || !body.chars().all(role_chars) || (body.is_empty() && p != "*")
+                {
+                    return Err(PrincipalError::BadRolePattern(p.clone()));
+                }
+                Ok(p.clone())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { roles })
+    }
+
+    /// The role whose session `pattern` names exactly, when that role's
+    /// session names are not trusted: such a pattern can match no caller,
+    /// since every session of the role is the role's principal.
+    pub fn untrusted_session<'p>(&self, pattern: &'p PrincipalPattern) -> Option<&'p str> {
+        match sts_parts(pattern.as_str()) {
+            Some(StsArn::AssumedRole { role, session, .. })
+                if !session.ends_with('*') && !self.trusts(role) =>
+            {
+                Some(role)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether sessions of the role named `role` are told apart.
+    pub fn trusts(&self, role: &str) -> bool {
+        self.roles.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => role.starts_with(prefix),
+            None => p == role,
+        })
+    }
+}
+
+/// The session part of a principal that stands for every session of a
+/// role (or every federated user of an account): a name no session can
+/// have, since STS allows no `*` in one.
+const ANY_SESSION: &str = "*";
+
+impl Principal {
+    /// The principal of a caller IAM authenticated, from the ARN API
+    /// Gateway reports (`userArn`). A user or the root keeps its ARN. An
+    /// assumed role keeps its session name only when `trust` says an
+    /// identity provider sets it; otherwise the caller chose it, and the
+    /// principal is the role's, `arn:aws:sts::<account>:assumed-role/<role>/*`.
+    /// A federated user's name is chosen by whoever called
+    /// `GetFederationToken`, so they are all `.../federated-user/*`.
+    pub fn from_iam(arn: &str, trust: &SessionTrust) -> Result<Self, PrincipalError> {
+        let derived = match sts_parts(arn) {
+            Some(StsArn::AssumedRole { head, role, .. }) if !trust.trusts(role) => {
+                format!("{head}assumed-role/{role}/{ANY_SESSION}")
+            }
+            Some(StsArn::FederatedUser { head }) => format!("{head}federated-user/{ANY_SESSION}"),
+            _ => arn.to_owned(),
+        };
+        Self::parse(&derived)
+    }
+
+    /// The principal of a caller a JWT authorizer accepted:
+    /// `jwt:<issuer>#<subject>`. A subject is unique only within its
+    /// issuer, and an issuer URL has no fragment, so the `#` cannot be
+    /// forged from either side.
+    pub fn from_jwt(issuer: &str, subject: &str) -> Result<Self, PrincipalError> {
+        if issuer.is_empty() || subject.is_empty() || issuer.contains('#') {
+            return Err(PrincipalError::Empty);
+        }
+        Self::parse(&format!("jwt:{issuer}#{subject}"))
+    }
+
+    /// Whether two principals are one identity: the same string, or a
+    /// role's principal and one of that role's sessions (a record written
+    /// before session names stopped counting names the session).
+    pub fn same_identity(&self, other: &Principal) -> bool {
+        if self == other {
+            return true;
+        }
+        // Slack user ids are unique across workspaces: one person typing
+        // in two workspaces of an organisation is still one person.
+        if let (Some(a), Some(b)) = (slack_user_of(self), slack_user_of(other)) {
+            return a == b;
+        }
+        match (role_of(self), role_of(other)) {
+            (Some((h1, r1, s1)), Some((h2, r2, s2))) => {
+                h1 == h2 && r1 == r2 && (s1 == ANY_SESSION || s2 == ANY_SESSION)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The user id of a `slack:<team>/<user>` principal.
+fn slack_user_of(p: &Principal) -> Option<&str> {
+    let (_, user) = p.as_str().strip_prefix("slack:")?.split_once('/')?;
+    Some(user)
+}
+
+/// An assumed role's principal split: the ARN's head, the role and the
+/// session.
+fn role_of(p: &Principal) -> Option<(&str, &str, &str)> {
+    match sts_parts(p.as_str()) {
+        Some(StsArn::AssumedRole {
+            head,
+            role,
+            session,
+        }) => Some((head, role, session)),
+        _ => None,
+    }
+}
+
+/// An STS ARN, split: `head` is `arn:<partition>:sts::<account>:`.
+enum StsArn<'a> {
+    AssumedRole {
+        head: &'a str,
+        role: &'a str,
+        session: &'a str,
+    },
+    FederatedUser {
+        head: &'a str,
+    },
+}
+
+fn sts_parts(arn: &str) -> Option<StsArn<'_>> {
+    let mut fields = arn.splitn(6, ':');
+    let (Some("arn"), Some(_), Some("sts"), Some(""), Some(_), Some(resource)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return None;
+    };
+    let head = &arn[..arn.len() - resource.len()];
+    if let Some(rest) = resource.strip_prefix("assumed-role/") {
+        let (role, session) = rest.split_once('/')?;
+        return (!role.is_empty() && !session.is_empty()).then_some(StsArn::AssumedRole {
+            head,
+            role,
+            session,
+        });
+    }
+    resource
+        .strip_prefix("federated-user/")
+        .map(|_| StsArn::FederatedUser { head })
 }
 
 impl fmt::Display for Principal {
@@ -169,5 +356,61 @@ mod tests {
             PrincipalPattern::parse("**"),
             Err(PrincipalError::BadWildcard(_))
         ));
+    }
+
+    #[test]
+    fn one_identity_under_several_names() {
+        let role = who("arn:aws:sts::123456789012:assumed-role/Ops/*");
+        let old_session = who("arn:aws:sts::123456789012:assumed-role/Ops/alice");
+        assert!(role.same_identity(&old_session) && old_session.same_identity(&role));
+        let other_role = who("arn:aws:sts::123456789012:assumed-role/Ops2/*");
+        assert!(!role.same_identity(&other_role));
+        // Two sessions of a trusted role are two people.
+        let sso = |s: &str| {
+            who(&format!(
+                "arn:aws:sts::1:assumed-role/AWSReservedSSO_A_1/{s}"
+            ))
+        };
+        assert!(!sso("alice").same_identity(&sso("bob")));
+        // A Slack member is one person in every workspace of an organisation.
+        assert!(who("slack:T1/W123").same_identity(&who("slack:T2/W123")));
+        assert!(!who("slack:T1/W123").same_identity(&who("slack:T1/W124")));
+        assert!(!who("local:alice").same_identity(&who("local:bob")));
+    }
+
+    #[test]
+    fn nobody_decides_on_their_own_request() {
+        let pattern = |s: &str| PrincipalPattern::parse(s).unwrap();
+        let approvers = [
+            pattern("arn:aws:sts::1:assumed-role/Ops/*"),
+            pattern("slack:T1/*"),
+        ];
+        let ops = who("arn:aws:sts::1:assumed-role/Ops/*");
+        assert!(may_decide(&approvers, &ops, &who("local:alice")));
+        assert!(!may_decide(&approvers, &ops, &ops));
+        assert!(!may_decide(
+            &approvers,
+            &ops,
+            &who("arn:aws:sts::1:assumed-role/Ops/alice")
+        ));
+        assert!(!may_decide(
+            &approvers,
+            &who("slack:T1/U1"),
+            &who("slack:T2/U1")
+        ));
+        assert!(may_decide(
+            &approvers,
+            &who("slack:T1/U2"),
+            &who("slack:T2/U1")
+        ));
+        assert!(!may_decide(
+            &approvers,
+            &who("local:carol"),
+            &who("local:alice")
+        ));
+        // Only a pattern that can name nobody but the requestor names only them.
+        assert!(pattern("local:alice").names_only(&who("local:alice")));
+        assert!(pattern("arn:aws:sts::1:assumed-role/Ops/*").names_only(&ops));
+        assert!(!pattern("local:*").names_only(&who("local:alice")));
     }
 }

@@ -13,7 +13,7 @@ use super::duration::MaxAccessDuration;
 use super::evaluate::Grant;
 use super::port::{Port, Protocol};
 use super::prefix::SourcePrefix;
-use super::principal::Principal;
+use super::principal::{Principal, PrincipalPattern};
 use super::request::{AccessRequest, RequestId};
 use super::status::{IllegalTransition, PortStatus, RequestStatus, StatusReason, Transition};
 use super::text::Justification;
@@ -29,7 +29,7 @@ pub struct RequestRecord {
     status: RequestStatus,
     vm: VmId,
     ports: Vec<PortRecord>,
-    approvers: Vec<Principal>,
+    approvers: Vec<PrincipalPattern>,
     decided_by: Option<Principal>,
     history: Vec<StatusChange>,
 }
@@ -46,7 +46,7 @@ struct RecordWire {
     status: RequestStatus,
     virtual_machines: Vec<VmRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    approvers: Vec<Principal>,
+    approvers: Vec<PrincipalPattern>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     decided_by: Option<Principal>,
     #[serde(default)]
@@ -163,7 +163,7 @@ impl RequestRecord {
         request: &AccessRequest,
         requestor: &Principal,
         grants: &[Grant],
-        approvers: &[Principal],
+        approvers: &[PrincipalPattern],
         now: Timestamp,
     ) -> Self {
         let status = if approvers.is_empty() {
@@ -231,7 +231,7 @@ impl RequestRecord {
     pub fn port(&self, number: Port) -> Option<&PortRecord> {
         self.ports().iter().find(|p| p.number == number)
     }
-    pub fn approvers(&self) -> &[Principal] {
+    pub fn approvers(&self) -> &[PrincipalPattern] {
         &self.approvers
     }
     pub fn decided_by(&self) -> Option<&Principal> {

@@ -133,12 +133,47 @@ impl SlashCommand {
     pub fn principal(&self) -> Result<Principal, SlackError> {
         slack_principal(&self.team_id, &self.user_id)
     }
+
+    /// The workspace the command was typed in (and its Enterprise Grid
+    /// organisation, if any).
+    pub fn origins(&self) -> Vec<Origin<'_>> {
+        vec![Origin {
+            team: &self.team_id,
+            enterprise: self.enterprise_id.as_deref().filter(|e| !e.is_empty()),
+        }]
+    }
+}
+
+/// A Slack workspace a call names, with its Enterprise Grid organisation
+/// when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub team: &'a str,
+    pub enterprise: Option<&'a str>,
+}
+
+/// The first workspace among `origins` that `allowed` (team ids and
+/// enterprise ids) does not let in; `None` when every one is let in. A
+/// workspace is let in when its team id is listed, or the organisation it
+/// belongs to is.
+pub fn first_stranger<'a>(allowed: &[String], origins: &[Origin<'a>]) -> Option<Origin<'a>> {
+    let listed = |id: &str| allowed.iter().any(|a| a == id);
+    origins
+        .iter()
+        .find(|o| !listed(o.team) && !o.enterprise.is_some_and(listed))
+        .copied()
 }
 
 /// A button click (a `block_actions` interaction).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interaction {
+    /// The clicker's own workspace (`user.team_id`).
     pub team_id: String,
+    /// The workspace the message with the button is in (`team.id`), when
+    /// Slack names it: another one for a guest of a shared channel.
+    pub host_team_id: Option<String>,
+    /// The Enterprise Grid organisation (`enterprise.id`), if any.
+    pub enterprise_id: Option<String>,
     pub user_id: String,
     pub user_name: Option<String>,
     pub response_url: String,
@@ -159,6 +194,7 @@ struct RawInteraction {
     kind: String,
     user: Option<RawUser>,
     team: Option<RawTeam>,
+    enterprise: Option<RawTeam>,
     response_url: Option<String>,
     #[serde(default)]
     actions: Vec<RawAction>,
@@ -203,18 +239,20 @@ impl Interaction {
             ));
         }
         let user = raw.user.ok_or(SlackError::MissingField("user"))?;
-        // The user's own workspace first: that is the team a slash command
-        // from the same person names, so both give the same principal.
+        // The user's own workspace, which a slash command from the same
+        // person names too. Never the host's in its place: a guest from
+        // another workspace would take on the host's name.
         let team_id = user
             .team_id
             .filter(|t| !t.is_empty())
-            .or_else(|| raw.team.and_then(|t| t.id))
-            .ok_or(SlackError::MissingField("user.team_id or team.id"))?;
+            .ok_or(SlackError::MissingField("user.team_id"))?;
         let response_url = raw
             .response_url
             .ok_or(SlackError::MissingField("response_url"))?;
         Ok(Self {
             team_id,
+            host_team_id: raw.team.and_then(|t| t.id).filter(|t| !t.is_empty()),
+            enterprise_id: raw.enterprise.and_then(|e| e.id).filter(|e| !e.is_empty()),
             user_id: user.id,
             user_name: user.username.or(user.name),
             response_url,
@@ -232,6 +270,22 @@ impl Interaction {
     /// The clicker as jitvm names them: `slack:<team_id>/<user_id>`.
     pub fn principal(&self) -> Result<Principal, SlackError> {
         slack_principal(&self.team_id, &self.user_id)
+    }
+
+    /// The clicker's workspace and the one the button is in, when another.
+    pub fn origins(&self) -> Vec<Origin<'_>> {
+        let enterprise = self.enterprise_id.as_deref();
+        let mut origins = vec![Origin {
+            team: &self.team_id,
+            enterprise,
+        }];
+        if let Some(host) = self.host_team_id.as_deref().filter(|h| *h != self.team_id) {
+            origins.push(Origin {
+                team: host,
+                enterprise,
+            });
+        }
+        origins
     }
 }
 
@@ -370,11 +424,48 @@ mod tests {
                 id: RequestId::parse("r1").unwrap()
             }
         );
-        // Without user.team_id, the team of the interaction is used.
+        // The clicker's own workspace and the message's are both named.
+        assert_eq!(
+            i.origins(),
+            vec![
+                Origin {
+                    team: "T3MDE",
+                    enterprise: None
+                },
+                Origin {
+                    team: "T9TK3CUKW",
+                    enterprise: None
+                }
+            ]
+        );
+        // Without user.team_id the clicker is nobody: the message's
+        // workspace is not theirs to borrow.
         let mut p = payload.clone();
         p["user"].as_object_mut().unwrap().remove("team_id");
-        let i = Interaction::parse(&interaction_body(&p)).unwrap();
-        assert_eq!(i.team_id, "T9TK3CUKW");
+        assert!(matches!(
+            Interaction::parse(&interaction_body(&p)),
+            Err(SlackError::MissingField("user.team_id"))
+        ));
+    }
+
+    #[test]
+    fn only_listed_workspaces_and_organisations_are_let_in() {
+        let allowed = vec!["T0001".to_owned(), "E0002".to_owned()];
+        let at = |team, enterprise| Origin { team, enterprise };
+        assert_eq!(first_stranger(&allowed, &[at("T0001", None)]), None);
+        assert_eq!(
+            first_stranger(&allowed, &[at("T0009", Some("E0002"))]),
+            None
+        );
+        assert_eq!(
+            first_stranger(&allowed, &[at("T0009", Some("E0003"))]),
+            Some(at("T0009", Some("E0003")))
+        );
+        // One stranger among several workspaces is enough to refuse.
+        assert_eq!(
+            first_stranger(&allowed, &[at("T0001", None), at("T0666", None)]),
+            Some(at("T0666", None))
+        );
     }
 
     #[test]

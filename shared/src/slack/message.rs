@@ -407,7 +407,14 @@ fn when(t: Timestamp) -> String {
 /// requestor's Slack workspace, the principal's name for everyone else.
 fn approvers(record: &RequestRecord) -> String {
     let team = slack_team(record.requestor());
-    let names: Vec<String> = record.approvers().iter().map(|p| who(p, team)).collect();
+    let names: Vec<String> = record
+        .approvers()
+        .iter()
+        .map(|p| match Principal::parse(p.as_str()) {
+            Ok(one) if !p.as_str().ends_with('*') => who(&one, team),
+            _ => escape(p.as_str()),
+        })
+        .collect();
     if names.is_empty() {
         return "an approver".to_owned();
     }

@@ -19,7 +19,9 @@ mod signature;
 pub use command::{
     Command, CommandError, MAX_TEXT_CHARS, Missing, RequestCommand, normalise, parse_command,
 };
-pub use form::{Action, Interaction, SlackError, SlashCommand, is_slack_id};
+pub use form::{
+    Action, Interaction, Origin, SlackError, SlashCommand, first_stranger, is_slack_id,
+};
 pub use message::{
     Verb, accepted, decided, escape, help, pending_list, refused, remaining, replace_original,
     revoke_pending, status,
