@@ -108,12 +108,15 @@ async fn health_and_expiry_hold_up_under_a_flood_of_half_sent_requests() {
         .as_str()
         .and_then(|t| t.parse().ok())
         .expect("an end time");
-    assert_eq!(granted_requests(&ec2, &group).await, [id.clone()]);
+    assert_eq!(
+        granted_requests(&ec2, &group).await,
+        std::slice::from_ref(&id)
+    );
 
     let overshoot = rule_gone_after(&ec2, &group, &id, end, &host).await;
     slowest = slowest.max(host.healthz_in_time(&flood).await);
     assert!(
-        host.logged_since(flooded_from, |line| is_clean_sweep(line)),
+        host.logged_since(flooded_from, is_clean_sweep),
         "no sweep finished cleanly during the flood"
     );
     assert!(
@@ -144,21 +147,25 @@ impl LocalHost {
         let unique = jitvm_tests::unique;
         let mut command = Command::new("bash");
         command
-            .args(["-c", &format!("ulimit -n {OPEN_FILES} && exec \"$0\""), BINARY])
+            .args([
+                "-c",
+                &format!("ulimit -n {OPEN_FILES} && exec \"$0\""),
+                BINARY,
+            ])
             // Nothing of the developer's own shell (a JITVM_* variable, AWS
             // credentials) reaches the host: only what run.sh would set.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("JITVM_LISTEN", addr.to_string())
-            .env(
-                "JITVM_LOCAL_TOKENS",
-                format!("admin={ADMIN},alice={ALICE}"),
-            )
+            .env("JITVM_LOCAL_TOKENS", format!("admin={ADMIN},alice={ALICE}"))
             .env("JITVM_ADMINS", "local:admin")
             .env("JITVM_SWEEP_INTERVAL_SECS", SWEEP_SECS.to_string())
             .env("JITVM_POLICIES_TABLE", unique("policies"))
             .env("JITVM_REQUESTS_TABLE", unique("requests"))
-            .env("JITVM_REQUEST_QUEUE", format!("{}.fifo", unique("requests")))
+            .env(
+                "JITVM_REQUEST_QUEUE",
+                format!("{}.fifo", unique("requests")),
+            )
             .env("JITVM_EXPIRY_QUEUE", unique("expiry"))
             .env("JITVM_REGIONS", region)
             .env("AWS_ENDPOINT_URL", moto)
@@ -227,7 +234,10 @@ impl Drop for LocalHost {
             && let Ok(log) = self.log.lock()
         {
             let tail = log.len().saturating_sub(40);
-            eprintln!("the local host's last log lines:\n{}", log[tail..].join("\n"));
+            eprintln!(
+                "the local host's last log lines:\n{}",
+                log[tail..].join("\n")
+            );
         }
     }
 }
@@ -269,7 +279,10 @@ where
         if let Some(status) = host.exited() {
             panic!("the local host exited ({status}) before {what}");
         }
-        assert!(Instant::now() < deadline, "{what} did not happen within {PATIENCE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -343,7 +356,10 @@ async fn call(
     let response = request.send().await.expect("the host answers");
     let status = response.status().as_u16();
     let text = response.text().await.expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// The attacker: `n` connections, each sending part of a request with no
@@ -372,7 +388,11 @@ impl Flood {
             reopened: Arc::default(),
         };
         for i in 0..n {
-            let part = if i % 2 == 0 { PARTIAL_HEADERS } else { PARTIAL_BODY };
+            let part = if i % 2 == 0 {
+                PARTIAL_HEADERS
+            } else {
+                PARTIAL_BODY
+            };
             let (opened, open, reopened) = (
                 flood.opened.clone(),
                 flood.open.clone(),
