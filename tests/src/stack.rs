@@ -3,7 +3,6 @@
 //! local host's handlers behind a real HTTP listener on loopback, and
 //! clients to look at EC2 and the fake directly.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -193,13 +192,19 @@ impl Stack {
             .expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");
         let router = host.clone().router();
-        tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
-        });
+        // Served as the local host binary serves it, with its default
+        // limits (the developer's own JITVM_* variables are not read).
+        let limits = jitvm_local::serve::Limits::from_lookup(
+            |_| None,
+            jitvm_local::serve::open_file_limit(),
+        )
+        .expect("the default limits fit under the open-file limit");
+        tokio::spawn(jitvm_local::serve::serve(
+            listener,
+            router,
+            limits,
+            std::future::pending(),
+        ));
         Stack {
             host,
             base: format!("http://{addr}"),

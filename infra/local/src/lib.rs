@@ -13,6 +13,12 @@
 //! - With `JITVM_SLACK_SIGNING_SECRET`, serves the Slack app's routes
 //!   (`/v1/chatops/slack`, `/v1/chatops/slack/interactive`), which Slack
 //!   authenticates with its signature instead of a bearer token.
+//! - Bounds the HTTP side ([`serve`]): header, body and idle timeouts, and
+//!   a cap on connections under the open-file limit, shedding the
+//!   connection idle the longest for a new one, so that a flood of slow
+//!   requests leaves `/healthz`, the pollers and the sweep working.
+
+pub mod serve;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
