@@ -211,7 +211,9 @@ fn decode(text: &str) -> Result<String, ApiError> {
 /// or an Azure resource id. The Azure id's leading `/` may be left out
 /// (`$API/v1/policies/subscriptions/...` reads better than a double slash).
 pub fn parse_vm(text: &str) -> Result<VmId, ApiError> {
-    let text = text.trim();
+    // Only spaces, as `VmId::parse` ignores them: other whitespace and
+    // control characters at the ends are for it to refuse, not to trim.
+    let text = text.trim_matches(' ');
     let missing_slash = text
         .get(..SUBSCRIPTIONS.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(SUBSCRIPTIONS));
@@ -321,11 +323,25 @@ mod tests {
         }
         let e = vm_in_path("web-01").unwrap_err();
         assert!(e.message.contains("arn:aws:ec2"), "{}", e.message);
+        // A line break or a no-break space around the id is refused, not
+        // trimmed; spaces are ignored.
+        for rest in [
+            format!("{}%0A", encode(azure_id())),
+            format!("%C2%A0{}", encode(azure_id())),
+            format!("{}%2F", encode(azure_id())),
+        ] {
+            assert_eq!(vm_in_path(&rest).unwrap_err().code, "InvalidVmId", "{rest}");
+        }
+        assert!(vm_in_path(&format!("%20{}%20", encode(azure_id()))).is_ok());
         // Decoded once: an id encoded twice is not an id.
         let twice = encode(&encode(
             "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0",
         ));
         assert_eq!(vm_in_path(&twice).unwrap_err().code, "InvalidVmId");
+    }
+
+    fn azure_id() -> &'static str {
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web-01"
     }
 
     /// Every byte but the unreserved ones percent-encoded, as

@@ -335,6 +335,8 @@ const GUID: &[&str] = &["the subscription must be a GUID"];
 const LONG: &[&str] = &["at most 512"];
 const TRAILING: &[&str] = &["ends with '/'"];
 const CONTROL: &[&str] = &["control character", "whitespace"];
+/// A control character that is both the end of the id and part of the name.
+const NAME_OR_CONTROL: &[&str] = &["the VM name must be", "control character"];
 const FORM_OR_GROUP: &[&str] = &["expected /subscriptions/", "the resource group must be"];
 const FORM_OR_NAME: &[&str] = &["expected /subscriptions/", "the VM name must be"];
 /// In Slack a word that starts with neither `/` nor `arn:` is a short
@@ -619,7 +621,11 @@ fn look_alikes() -> Vec<Case> {
             named("web-01\r\nX-Injected: 1"),
             VM_NAME,
         ),
-        case("a DEL after the name", format!("{base}\u{7F}"), VM_NAME),
+        case(
+            "a DEL after the name",
+            format!("{base}\u{7F}"),
+            NAME_OR_CONTROL,
+        ),
         case("a line break after the id", format!("{base}\n"), CONTROL),
         case("a NUL before the id", format!("\0{base}"), CONTROL),
         case(

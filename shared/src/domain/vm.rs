@@ -17,6 +17,18 @@ pub enum VmIdError {
     Aws { arn: String, reason: &'static str },
     #[error("invalid Azure VM resource id {id:?}: {reason}")]
     Azure { id: String, reason: &'static str },
+    #[error(
+        "a VM id is at most {max} bytes; this one has {len} (it starts {start:?}); send the id alone, as its cloud writes it"
+    )]
+    TooLong {
+        len: usize,
+        max: usize,
+        start: String,
+    },
+    #[error(
+        "{id:?} begins or ends with U+{code:04X}, whitespace or a control character; send the id without it"
+    )]
+    Edge { id: String, code: u32 },
 }
 
 /// The cloud a VM lives in.
@@ -58,13 +70,31 @@ impl VmId {
     /// keeps storage keys and log lines small whatever is sent.
     pub const MAX_LEN: usize = 512;
 
+    /// Parses and normalises a VM id. Spaces around it are ignored (a
+    /// slip of copy and paste); any other whitespace or control character
+    /// at either end is refused rather than trimmed, so that an id padded
+    /// with a line break or a no-break space is never taken for the id
+    /// without it.
     pub fn parse(text: &str) -> Result<Self, VmIdError> {
-        let text = text.trim();
+        let text = text.trim_matches(' ');
+        let stray = |c: &char| c.is_whitespace() || c.is_control();
+        if let Some(c) = text
+            .chars()
+            .next()
+            .filter(stray)
+            .or_else(|| text.chars().next_back().filter(stray))
+        {
+            return Err(VmIdError::Edge {
+                id: start_of(text),
+                code: u32::from(c),
+            });
+        }
         if text.len() > Self::MAX_LEN {
-            return Err(VmIdError::Unrecognised(format!(
-                "{}...",
-                text.chars().take(40).collect::<String>()
-            )));
+            return Err(VmIdError::TooLong {
+                len: text.len(),
+                max: Self::MAX_LEN,
+                start: start_of(text),
+            });
         }
         if text.starts_with("arn:") {
             return AwsInstance::parse(text).map(VmId::Aws);
@@ -89,6 +119,16 @@ impl VmId {
             VmId::Azure(v) => v.name(),
         }
     }
+}
+
+/// The first characters of `text`, enough for a person to recognise what
+/// they sent without echoing all of a long input.
+fn start_of(text: &str) -> String {
+    const SHOWN: usize = 80;
+    if text.chars().count() <= SHOWN {
+        return text.to_owned();
+    }
+    format!("{}...", text.chars().take(SHOWN).collect::<String>())
 }
 
 impl AwsInstance {
@@ -179,7 +219,16 @@ impl AzureVm {
             id: id.to_owned(),
             reason,
         };
-        let segments: Vec<&str> = id.trim_end_matches('/').split('/').collect();
+        // A trailing `/` is an empty last segment, not the VM's name; it
+        // is refused rather than trimmed, so that a `/..` or `/.` whose dots
+        // something dropped (Slack drops a word's final `.`) is never read
+        // as the VM before it.
+        if id.ends_with('/') {
+            return Err(bad(
+                "it ends with '/'; an Azure VM id ends with the VM's name",
+            ));
+        }
+        let segments: Vec<&str> = id.split('/').collect();
         let [
             "",
             subs,
@@ -427,8 +476,88 @@ mod tests {
         ));
         assert!(matches!(
             VmId::parse(&"/".repeat(10_000)),
-            Err(VmIdError::Unrecognised(_))
+            Err(VmIdError::TooLong { len: 10_000, .. })
         ));
+    }
+
+    fn azure(rg: &str, name: &str) -> String {
+        format!(
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+        )
+    }
+
+    #[test]
+    fn names_are_bounded_by_azure_and_ids_by_512_bytes() {
+        assert!(VmId::parse(&azure(&"g".repeat(90), &"w".repeat(64))).is_ok());
+        let err = VmId::parse(&azure(&"g".repeat(91), "vm")).unwrap_err();
+        assert!(err.to_string().contains("1-90"), "{err}");
+        let err = VmId::parse(&azure("rg", &"w".repeat(65))).unwrap_err();
+        assert!(err.to_string().contains("1-64"), "{err}");
+        let long = format!("{}{}", azure("rg", "vm"), "/..".repeat(200));
+        let err = VmId::parse(&long).unwrap_err();
+        assert!(
+            matches!(err, VmIdError::TooLong { len, max: 512, .. } if len == long.len()),
+            "{err:?}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("at most 512") && shown.len() < 400,
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_trailing_slash_is_not_the_vm() {
+        for tail in ["/", "//", "/./", "/../"] {
+            let id = format!("{}{tail}", azure("rg", "vm"));
+            let err = VmId::parse(&id).unwrap_err().to_string();
+            assert!(err.contains("ends with '/'"), "{id}: {err}");
+        }
+    }
+
+    #[test]
+    fn spaces_around_an_id_are_ignored_other_whitespace_and_controls_refused() {
+        let id = azure("rg", "vm");
+        assert_eq!(
+            VmId::parse(&format!("  {id} ")).unwrap(),
+            VmId::parse(&id).unwrap()
+        );
+        for (padded, code) in [
+            (format!("{id}\n"), "U+000A"),
+            (format!("\t{id}"), "U+0009"),
+            (format!("\0{id}"), "U+0000"),
+            (format!("{id}\u{a0}"), "U+00A0"),
+            (format!("\u{3000}{id}"), "U+3000"),
+            (format!(" {id}\u{85} "), "U+0085"),
+            (format!("{ARN}\r\n"), "U+000A"),
+        ] {
+            let err = VmId::parse(&padded).unwrap_err();
+            assert!(matches!(err, VmIdError::Edge { .. }), "{padded:?}: {err:?}");
+            assert!(err.to_string().contains(code), "{padded:?}: {err}");
+        }
+        // Inside an id the part at fault is named.
+        let err = VmId::parse(&azure("rg", "web\n01"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the VM name must be"), "{err}");
+    }
+
+    #[test]
+    fn look_alikes_are_not_the_vm() {
+        for id in [
+            azure("rg", "w\u{0435}b-01"),
+            azure("rg", "web-0\u{212A}"),
+            azure("rg", "web\u{2010}01"),
+            azure("rg", "web-\u{200B}01"),
+            azure("rg", "web-\u{202E}10"),
+            azure("rg", "web-01%2F.."),
+            azure("rg%2F..%2Fother", "vm"),
+            azure("rg", "vm").replace("Compute", "C\u{043E}mpute"),
+            azure("rg", "vm").replace("virtualMachines/", "virtualMachines\u{FF0F}"),
+            azure("rg", "vm").replace("00000000-", "\u{FF10}0000000-"),
+        ] {
+            assert!(VmId::parse(&id).is_err(), "{id:?}");
+        }
     }
 
     #[test]
