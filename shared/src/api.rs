@@ -117,8 +117,11 @@ impl From<AdapterError> for ApiError {
                 // other is the cloud refusing, which the caller cannot fix.
                 let status = match code.as_str() {
                     "InvalidQuery" => 400,
-                    "Unsupported" | "UnsupportedCloud" | "CloudNotConfigured"
-                    | "RegionNotSwept" => 422,
+                    "Unsupported"
+                    | "UnsupportedCloud"
+                    | "CloudNotConfigured"
+                    | "RegionNotSwept"
+                    | "SubscriptionNotSwept" => 422,
                     "JitNotEnabled"
                     | "DuplicateGrant"
                     | "JitGroupConflict"
@@ -342,6 +345,18 @@ mod tests {
 
     fn azure_id() -> &'static str {
         "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web-01"
+    }
+
+    #[test]
+    fn a_subscription_not_swept_is_a_422() {
+        let e = ApiError::from(AdapterError::permanent(
+            "SubscriptionNotSwept",
+            "web-01: its subscription is not in JITVM_AZURE_SUBSCRIPTIONS",
+        ));
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (422, "SubscriptionNotSwept")
+        );
     }
 
     /// Every byte but the unreserved ones percent-encoded, as

@@ -119,10 +119,15 @@ impl AzureFirewall {
     }
 
     /// Resolves a VM to its NSG and private address, or why it cannot be
-    /// protected. An NSG outside the configured subscriptions is refused:
-    /// the sweep lists those, so a grant there expires even if the policy
-    /// record naming the NSG were lost.
+    /// protected. A VM or an NSG outside the configured subscriptions is
+    /// refused: the sweep lists those, so a grant there expires even if the
+    /// policy record naming the NSG were lost. The VM's own subscription is
+    /// checked first, from its id alone, so that ARM is never asked about
+    /// a subscription this deployment does not manage.
     async fn resolve(&self, vm: &AzureVm) -> Result<Result<Target, String>, AdapterError> {
+        if let Some(reason) = unmanaged(&self.subscriptions, vm) {
+            return Ok(Err(reason));
+        }
         Ok(self.locate(vm).await?.and_then(|t| {
             let sub = subscription_of(&t.nsg);
             if self.subscriptions.contains(&sub) {
@@ -714,6 +719,11 @@ impl Firewall for AzureFirewall {
         grant: &Grant,
         _justification: Option<&Justification>,
     ) -> Result<Opened, AdapterError> {
+        // As on EC2 for a region it does not sweep: a policy written while
+        // the subscription was managed opens nothing once it no longer is.
+        if let Some(reason) = unmanaged(&self.subscriptions, azure(grant.vm())?) {
+            return Err(AdapterError::permanent("SubscriptionNotSwept", reason));
+        }
         let t = self.target(grant.vm()).await?;
         let mut rules = self.nsg_rules(&t.nsg).await?;
         let name = azure_grant_rule_name(grant);
@@ -972,6 +982,25 @@ fn azure(vm: &VmId) -> Result<&AzureVm, AdapterError> {
             format!("{vm} is not an Azure VM"),
         )),
     }
+}
+
+/// Why `vm` cannot be protected by this deployment, when its subscription
+/// is not one of `subscriptions` (`JITVM_AZURE_SUBSCRIPTIONS`, in lower
+/// case as parsed ids are): the sweep lists only those.
+fn unmanaged(subscriptions: &[String], vm: &AzureVm) -> Option<String> {
+    if subscriptions.iter().any(|s| s == vm.subscription()) {
+        return None;
+    }
+    let listed = if subscriptions.is_empty() {
+        "empty".to_owned()
+    } else {
+        subscriptions.join(",")
+    };
+    Some(format!(
+        "{}: its subscription {} is not managed by this deployment (JITVM_AZURE_SUBSCRIPTIONS is {listed}); add it so that grants there are swept",
+        vm.name(),
+        vm.subscription()
+    ))
 }
 
 fn vm_error(vm: &AzureVm, e: ArmError) -> AdapterError {
@@ -1520,6 +1549,31 @@ mod tests {
             Ok(("10.0.0.4".parse().unwrap(), Some("s".to_owned())))
         );
         assert!(primary_address(&json!({"properties": {"ipConfigurations": [{}]}})).is_err());
+    }
+
+    #[test]
+    fn only_the_managed_subscriptions_are_supported() {
+        let sub = "00000000-0000-0000-0000-00000000abcd";
+        let VmId::Azure(vm) = VmId::parse(&format!(
+            "/subscriptions/{}/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/web-01",
+            sub.to_uppercase()
+        ))
+        .unwrap() else {
+            panic!("an Azure VM")
+        };
+        assert_eq!(unmanaged(&[sub.to_owned()], &vm), None);
+        let other = "11111111-0000-0000-0000-000000000000".to_owned();
+        let reason = unmanaged(std::slice::from_ref(&other), &vm).unwrap();
+        assert!(
+            reason.contains(sub)
+                && reason.contains(&format!("JITVM_AZURE_SUBSCRIPTIONS is {other}")),
+            "{reason}"
+        );
+        let reason = unmanaged(&[], &vm).unwrap();
+        assert!(
+            reason.contains("JITVM_AZURE_SUBSCRIPTIONS is empty"),
+            "{reason}"
+        );
     }
 
     #[test]
