@@ -1052,7 +1052,35 @@ async fn a_subscription_dropped_from_the_list_opens_nothing_but_can_still_be_dis
         "{api:?}"
     );
 
-    // Disabling still finds the NSG through the policy and cleans it up.
-    firewall.disable(&vm, &[]).await.unwrap();
+    // Disabling (DELETE, as that deployment's policy function answers it)
+    // still finds the NSG through the policy and cleans it up, and says so.
+    let admins = [jitvm_core::PrincipalPattern::parse("local:admin").unwrap()];
+    let api = jitvm_policy::PolicyApi {
+        firewall: &firewall,
+        policies: &stack.host.stack.store,
+        requests: &stack.host.stack.store,
+        admins: &admins,
+        trust: &Default::default(),
+    };
+    let delete = http::Request::delete(Stack::policy_path(&vm.to_string()))
+        .body(bytes::Bytes::new())
+        .unwrap();
+    let caller = jitvm_core::api::Caller {
+        principal: jitvm_core::Principal::parse("local:admin").unwrap(),
+        address: None,
+        reported: None,
+    };
+    let answer = jitvm_policy::handle(&api, Some(caller), delete, jiff::Timestamp::now()).await;
+    assert_eq!(answer.status(), 204, "{}", answer.body());
     assert_eq!(rule_names(&stack.arm, &nsg, "jitvm-"), Vec::<String>::new());
+    assert!(
+        stack
+            .host
+            .stack
+            .store
+            .get_policy(&vm)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -328,7 +328,8 @@ async fn delete_policy(
     // A grant whose rule was written while JIT was being disabled, and
     // that read the policy before it was deleted, is closed here; one that
     // reads it after finds none and closes itself. A VM deleted from its
-    // cloud has nothing left to close.
+    // cloud has nothing left to close, and nor has one this deployment no
+    // longer manages (a grant there is refused before it opens).
     match jitvm_core::policy_fit::close_outside_policy(
         api.firewall,
         api.requests,
@@ -340,6 +341,7 @@ async fn delete_policy(
     .await
     {
         Ok(_) | Err(jitvm_core::ports::AdapterError::NotFound(_)) => {}
+        Err(jitvm_core::ports::AdapterError::Permanent { code, .. }) if code == "Unsupported" => {}
         Err(e) => return Err(e.into()),
     }
     Audit {
