@@ -41,6 +41,24 @@ impl Caller {
     pub fn is_admin(&self, admins: &[PrincipalPattern]) -> bool {
         admins.iter().any(|a| a.matches(&self.principal))
     }
+
+    /// Audits what the authentication reported beside the principal it
+    /// gave, when the two differ: a session name that does not count is
+    /// no identity, but it is evidence of who called.
+    pub fn audit_derivation<B>(&self, request: &http::Request<B>) {
+        let Some(reported) = &self.reported else {
+            return;
+        };
+        tracing::info!(
+            target: "audit",
+            event = "caller.derived",
+            actor = %self.principal,
+            authenticated_as = %reported,
+            method = %request.method(),
+            path = %request.uri().path(),
+            "the principal is derived from what the authentication reported"
+        );
+    }
 }
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.

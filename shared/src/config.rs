@@ -289,7 +289,7 @@ impl Settings {
         for (name, patterns) in [("JITVM_ADMINS", &admins), ("JITVM_AUDITORS", &auditors)] {
             if let Some(message) = patterns
                 .iter()
-                .find_map(|p| session_named(&trusted_session_roles, p))
+                .find_map(|p| trusted_session_roles.matches_nobody(p))
             {
                 return Err(ConfigError { name, message });
             }
@@ -312,20 +312,6 @@ impl Settings {
             max_groups_per_interface,
         })
     }
-}
-
-/// Why `pattern` can match nobody: it names a session of a role whose
-/// session names the caller chooses (README "Principals").
-pub fn session_named(trust: &SessionTrust, pattern: &PrincipalPattern) -> Option<String> {
-    let role = trust.untrusted_session(pattern)?;
-    let head = pattern
-        .as_str()
-        .split("assumed-role/")
-        .next()
-        .unwrap_or_default();
-    Some(format!(
-        "{pattern} names a session of the role {role}, whose session names whoever assumes it chooses, so it matches nobody; name the role ({head}assumed-role/{role}/*), or list {role} in JITVM_TRUSTED_SESSION_ROLES if an identity provider sets its session names"
-    ))
 }
 
 /// The Slack workspaces allowed in, which must be named whenever the Slack
@@ -718,6 +704,15 @@ mod tests {
             let e = from(&[(name, carol)]).unwrap_err();
             assert_eq!(e.name, name);
             assert!(e.message.contains("assumed-role/Admin/*"), "{e}");
+            let prefix = "arn:aws:sts::123456789012:assumed-role/Admin/car*";
+            assert_eq!(from(&[(name, prefix)]).unwrap_err().name, name);
+            let federated = "arn:aws:sts::123456789012:federated-user/carol";
+            assert!(
+                from(&[(name, federated)])
+                    .unwrap_err()
+                    .message
+                    .contains("federated-user/*")
+            );
             assert!(from(&[(name, carol), ("JITVM_TRUSTED_SESSION_ROLES", "Admin")]).is_ok());
             assert!(from(&[(name, "arn:aws:sts::123456789012:assumed-role/Admin/*")]).is_ok());
         }
@@ -733,7 +728,7 @@ mod tests {
         assert!(s.trusted_session_roles.trusts("Okta-Ops"));
         assert!(!s.trusted_session_roles.trusts("Okta-Ops2"));
         assert!(!from(&[]).unwrap().trusted_session_roles.trusts("Admin"));
-        for bad in ["role/Admin", "Ad*min", "a b"] {
+        for bad in ["role/Admin", "Ad*min", "a b", "*"] {
             let e = from(&[("JITVM_TRUSTED_SESSION_ROLES", bad)]).unwrap_err();
             assert_eq!(e.name, "JITVM_TRUSTED_SESSION_ROLES", "{bad}: {e}");
         }

@@ -984,8 +984,7 @@ async fn forged_or_missing_team_and_user_fields_are_refused_and_write_nothing() 
             "{what}: {answer}"
         );
     }
-    // A stranger's workspace that claims to belong to an allowed
-    // organisation only by a second field is still a stranger.
+    // A workspace of an organisation nobody let in is a stranger too.
     let mixed = format!(
         "{}&enterprise_id=E0STRANGER",
         slash_body("T0STRANGER", "U0GUEST", &text, RESPONSE_URL)
@@ -1052,6 +1051,24 @@ async fn a_grid_member_is_one_person_in_every_workspace_of_the_organisation() {
         .await;
     assert_eq!(status, 200, "{answer}");
     assert!(shown(&answer).contains("WorkspaceNotAllowed"), "{answer}");
+    assert_eq!(record(&stack, &id).await["status"], "PendingApproval");
+
+    // A guest of a shared channel clicks in our organisation's workspace:
+    // the payload's organisation is where the click happened, not theirs.
+    let guest = jitvm_tests::stack::interaction_body(&json!({
+        "type": "block_actions",
+        "enterprise": {"id": "E0GRID", "name": "Grid"},
+        "team": {"id": "T0TEAM", "domain": "example", "enterprise_id": "E0GRID"},
+        "user": {"id": "U0GUEST", "team_id": "T0GUESTS", "username": "guest"},
+        "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
+        "actions": [{"type": "button", "action_id": "approve", "value": id}],
+    }));
+    let (status, answer) = stack
+        .slack_at(INTERACTIVE, &guest, stack.now().as_second(), None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(shown(&answer).contains("WorkspaceNotAllowed"), "{answer}");
+    assert!(shown(&answer).contains("T0GUESTS"), "{answer}");
     assert_eq!(record(&stack, &id).await["status"], "PendingApproval");
 
     // Bob, of the approvers' workspace, approves.

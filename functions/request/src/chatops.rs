@@ -61,7 +61,7 @@ impl SlackApp {
     /// A refusal for a call from a workspace not let in (see
     /// [`slack::first_stranger`]), audited; `None` when every workspace the
     /// call names is let in.
-    fn refuse_strangers(&self, origins: &[Origin<'_>], user: &str) -> Option<Value> {
+    fn refuse_strangers(&self, origins: &[Origin<'_>], caller: &Caller) -> Option<Value> {
         let stranger = slack::first_stranger(&self.workspaces, origins)?;
         let workspace = match stranger.enterprise {
             Some(enterprise) => format!("{} (organisation {enterprise})", stranger.team),
@@ -70,10 +70,9 @@ impl SlackApp {
         let message = format!(
             "the Slack workspace {workspace} may not use jitvm; the people who run jitvm can add its team id (or its organisation's enterprise id) to JITVM_SLACK_WORKSPACES"
         );
-        let caller = format!("slack:{}/{user}", stranger.team);
         Audit {
             event: "slack.refused",
-            actor: Some(&caller),
+            actor: Some(caller.principal.as_str()),
             reason: Some("WorkspaceNotAllowed"),
             message: Some(&message),
             ..Audit::default()
@@ -144,7 +143,7 @@ pub async fn slash_command(
     let signature = verified(app, request, now)?;
     let command = SlashCommand::parse(request.body()).map_err(slack_error)?;
     let caller = caller(command.principal())?;
-    if let Some(refusal) = app.refuse_strangers(&command.origins(), &command.user_id) {
+    if let Some(refusal) = app.refuse_strangers(&command.origins(), &caller) {
         return Ok(json_response(200, &refusal));
     }
     let message = match slack::parse_command(&command.text) {
@@ -166,7 +165,7 @@ pub async fn interaction(
     let signature = verified(app, request, now)?;
     let interaction = Interaction::parse(request.body()).map_err(slack_error)?;
     let caller = caller(interaction.principal())?;
-    if let Some(refusal) = app.refuse_strangers(&interaction.origins(), &interaction.user_id) {
+    if let Some(refusal) = app.refuse_strangers(&interaction.origins(), &caller) {
         let message = slack::replace_original(refusal);
         post(app, &interaction, &message).await;
         return Ok(json_response(200, &message));

@@ -112,6 +112,7 @@ async fn route(
         _ => {}
     }
     let caller = caller.ok_or_else(ApiError::unauthenticated)?;
+    caller.audit_derivation(&request);
     let query = request.uri().query();
     match (path.as_slice(), request.method()) {
         (["v1", "requests"], &Method::POST) => {

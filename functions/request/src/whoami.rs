@@ -43,6 +43,8 @@ pub async fn whoami(api: &RequestApi<'_>, caller: &Caller) -> Result<Response<St
 fn note(principal: &str) -> &'static str {
     if principal.starts_with("jwt:") {
         "single-sign-on callers are named by their token's issuer and subject together, since a subject is unique only within its issuer"
+    } else if principal.contains(":federated-user/") {
+        "a federated user's name is chosen by whoever calls GetFederationToken, so it does not count: every federated user of the account is this one principal"
     } else if principal.ends_with("/*") {
         "the session name was chosen by whoever assumed the role, so it does not count: every session of the role is this one principal (a deployment lists roles whose session names an identity provider sets in JITVM_TRUSTED_SESSION_ROLES)"
     } else {

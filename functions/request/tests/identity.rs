@@ -241,8 +241,14 @@ async fn nobody_approves_their_own_request_under_another_name() {
     // Through IAM Identity Center each session is a person: Alice cannot
     // approve her own, Carol can.
     let id = setup.pending(iam(SSO_ALICE)).await;
-    let answer = setup.approve(&id, iam(SSO_ALICE)).await;
-    assert_eq!(answer.status, 403, "{}", answer.body);
+    // Identity Center names every permission set's session after the
+    // person: Alice's approver permission set is still Alice.
+    let alice_approver = SSO_CAROL.replace("carol@", "alice@");
+    for alice in [SSO_ALICE, alice_approver.as_str()] {
+        let answer = setup.approve(&id, iam(alice)).await;
+        assert_eq!(answer.status, 403, "{alice}: {}", answer.body);
+        assert!(answer.body.contains("own request"), "{}", answer.body);
+    }
     assert_eq!(setup.queued().await, 0, "nothing was queued to open");
     let answer = setup.approve(&id, iam(SSO_CAROL)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -387,4 +393,5 @@ async fn a_click_from_a_guest_of_another_workspace_decides_nothing() {
         "{}",
         answer.body
     );
+    assert_eq!(setup.status_of(&id).await, "Denied");
 }

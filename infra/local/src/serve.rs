@@ -53,6 +53,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// open-file limit is too low to run the host and start-up says so.
 pub const MIN_CONNECTIONS: usize = 16;
 
+/// The most connections a configured cap may allow: far beyond any file
+/// limit, and within what the semaphore that counts them can hold.
+pub const MAX_CONNECTIONS_CAP: u64 = 1 << 20;
+
 /// How long a shutdown waits for the requests being handled.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -90,6 +94,11 @@ impl Limits {
         let max_connections = match lookup("JITVM_MAX_CONNECTIONS") {
             Some(text) => {
                 let cap = whole_number("JITVM_MAX_CONNECTIONS", &text)?;
+                if cap > MAX_CONNECTIONS_CAP {
+                    return Err(format!(
+                        "JITVM_MAX_CONNECTIONS={cap} is more than the host can count; at most {MAX_CONNECTIONS_CAP}"
+                    ));
+                }
                 if cap > room {
                     return Err(format!(
                         "JITVM_MAX_CONNECTIONS={cap} does not fit under the open-file limit: \
@@ -294,12 +303,14 @@ impl Connection {
         stopping: watch::Receiver<bool>,
         permit: OwnedSemaphorePermit,
     ) {
-        let tracked = self.tracked.clone();
-        // The socket is closed when this returns, before the slot is given
-        // back, so the cap counts open sockets.
+        // The socket is closed when `serve` returns (or unwinds), before
+        // the slot is given back, so the cap counts open sockets; the slot
+        // is given back even when a handler panics.
+        let _slot = Held {
+            tracked: self.tracked.clone(),
+            _permit: permit,
+        };
         self.serve(stream, http, stopping).await;
-        tracked.forget();
-        drop(permit);
     }
 
     async fn serve(
@@ -475,6 +486,19 @@ impl Tracked {
 
     fn forget(&self) {
         self.registry.lock().remove(&self.id);
+    }
+}
+
+/// A connection's place under the cap: its registry entry, then its
+/// permit, given back when dropped.
+struct Held {
+    tracked: Tracked,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.tracked.forget();
     }
 }
 

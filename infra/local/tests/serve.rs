@@ -59,6 +59,14 @@ async fn until_closed(stream: &mut TcpStream) -> String {
 }
 
 /// Whether the server has closed `stream` (looking for up to 200 ms).
+/// Whether `stream` is still open and has been sent nothing: a read waits.
+async fn is_open_and_silent(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte))
+        .await
+        .is_err()
+}
+
 async fn is_closed(stream: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(
@@ -150,12 +158,15 @@ async fn at_the_cap_the_connection_idle_the_longest_makes_room() {
     // Accepted in the order they connect, so the first is the older.
     let mut oldest = send(addr, b"GET /heal").await;
     let mut newer = send(addr, b"POST /echo HTTP/1.1\r\nContent-Length: 9\r\n\r\nab").await;
-    assert!(!is_closed(&mut newer).await);
+    assert!(is_open_and_silent(&mut newer).await);
 
     let answer = get_healthz(addr).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(is_closed(&mut oldest).await, "the oldest idle one was shed");
-    assert!(!is_closed(&mut newer).await, "the newer one is still open");
+    assert!(
+        is_open_and_silent(&mut newer).await,
+        "the newer one is still open"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +189,7 @@ async fn a_connection_whose_request_is_being_handled_is_not_shed() {
         b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(!is_closed(&mut busy).await);
+    assert!(is_open_and_silent(&mut busy).await);
 
     let mut refused = send(
         addr,
@@ -196,7 +207,10 @@ async fn a_connection_whose_request_is_being_handled_is_not_shed() {
         read.is_err() || answer.starts_with("HTTP/1.1 503"),
         "{answer}"
     );
-    assert!(!is_closed(&mut busy).await, "the busy one is still open");
+    assert!(
+        is_open_and_silent(&mut busy).await,
+        "the busy one is still open"
+    );
     release.notify_one();
     let answer = until_closed(&mut busy).await;
     assert!(answer.ends_with("done"), "{answer}");

@@ -126,8 +126,9 @@ impl SessionTrust {
             .map(|p| {
                 let body = p.strip_suffix('*').unwrap_or(p);
                 let role_chars = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
-                if body.len() > 64 || !body.chars().all(role_chars) || (body.is_empty() && p != "*")
-                {
+                // A bare `*` would trust every role: anyone who may assume
+                // any role could name themselves.
+                if body.is_empty() || body.len() > 64 || !body.chars().all(role_chars) {
                     return Err(PrincipalError::BadRolePattern(p.clone()));
                 }
                 Ok(p.clone())
@@ -136,16 +137,21 @@ impl SessionTrust {
         Ok(Self { roles })
     }
 
-    /// The role whose session `pattern` names exactly, when that role's
-    /// session names are not trusted: such a pattern can match no caller,
-    /// since every session of the role is the role's principal.
-    pub fn untrusted_session<'p>(&self, pattern: &'p PrincipalPattern) -> Option<&'p str> {
-        match sts_parts(pattern.as_str()) {
-            Some(StsArn::AssumedRole { role, session, .. })
-                if !session.ends_with('*') && !self.trusts(role) =>
-            {
-                Some(role)
-            }
+    /// Why `pattern` can match no caller, when it names sessions (or
+    /// federated users) whose names the caller chooses: every such caller
+    /// is the principal ending in `/*` instead. `None` for any other.
+    pub fn matches_nobody(&self, pattern: &PrincipalPattern) -> Option<String> {
+        match sts_parts(pattern.as_str())? {
+            StsArn::AssumedRole {
+                head,
+                role,
+                session,
+            } if session != ANY_SESSION && !self.trusts(role) => Some(format!(
+                "{pattern} names sessions of the role {role}, whose session names whoever assumes it chooses, so it matches nobody; name the role ({head}assumed-role/{role}/*), or list {role} in JITVM_TRUSTED_SESSION_ROLES if an identity provider sets its session names"
+            )),
+            StsArn::FederatedUser { head, name } if name != ANY_SESSION => Some(format!(
+                "{pattern} names a federated user, whose name whoever calls GetFederationToken chooses, so it matches nobody; name them all ({head}federated-user/*)"
+            )),
             _ => None,
         }
     }
@@ -177,7 +183,9 @@ impl Principal {
             Some(StsArn::AssumedRole { head, role, .. }) if !trust.trusts(role) => {
                 format!("{head}assumed-role/{role}/{ANY_SESSION}")
             }
-            Some(StsArn::FederatedUser { head }) => format!("{head}federated-user/{ANY_SESSION}"),
+            Some(StsArn::FederatedUser { head, .. }) => {
+                format!("{head}federated-user/{ANY_SESSION}")
+            }
             _ => arn.to_owned(),
         };
         Self::parse(&derived)
@@ -206,13 +214,43 @@ impl Principal {
         if let (Some(a), Some(b)) = (slack_user_of(self), slack_user_of(other)) {
             return a == b;
         }
+        if let (Some(a), Some(b)) = (jwt_subject_of(self), jwt_subject_of(other)) {
+            // A record from before issuers were part of the name holds
+            // `jwt:<sub>`; the same subject under an issuer may be them.
+            return a.subject == b.subject && (a.issuer.is_none() || b.issuer.is_none());
+        }
         match (role_of(self), role_of(other)) {
+            // A role and any of its sessions; or one session name in two
+            // roles, as IAM Identity Center names every permission set's
+            // session after the person (this only ever refuses).
             (Some((h1, r1, s1)), Some((h2, r2, s2))) => {
-                h1 == h2 && r1 == r2 && (s1 == ANY_SESSION || s2 == ANY_SESSION)
+                (h1 == h2 && r1 == r2 && (s1 == ANY_SESSION || s2 == ANY_SESSION))
+                    || (s1 == s2 && s1 != ANY_SESSION)
             }
             _ => false,
         }
     }
+}
+
+/// A `jwt:` principal's parts: `jwt:<iss>#<sub>`, or `jwt:<sub>` as
+/// written before the issuer was part of it.
+struct JwtName<'a> {
+    issuer: Option<&'a str>,
+    subject: &'a str,
+}
+
+fn jwt_subject_of(p: &Principal) -> Option<JwtName<'_>> {
+    let rest = p.as_str().strip_prefix("jwt:")?;
+    Some(match rest.split_once('#') {
+        Some((issuer, subject)) => JwtName {
+            issuer: Some(issuer),
+            subject,
+        },
+        None => JwtName {
+            issuer: None,
+            subject: rest,
+        },
+    })
 }
 
 /// The user id of a `slack:<team>/<user>` principal.
@@ -243,6 +281,7 @@ enum StsArn<'a> {
     },
     FederatedUser {
         head: &'a str,
+        name: &'a str,
     },
 }
 
@@ -269,7 +308,7 @@ fn sts_parts(arn: &str) -> Option<StsArn<'_>> {
     }
     resource
         .strip_prefix("federated-user/")
-        .map(|_| StsArn::FederatedUser { head })
+        .map(|name| StsArn::FederatedUser { head, name })
 }
 
 impl fmt::Display for Principal {
@@ -372,6 +411,15 @@ mod tests {
             ))
         };
         assert!(!sso("alice").same_identity(&sso("bob")));
+        // One person's sessions in two permission sets are one identity.
+        let other_set = who("arn:aws:sts::2:assumed-role/AWSReservedSSO_B_2/alice");
+        assert!(sso("alice").same_identity(&other_set));
+        // A subject is someone else under another issuer, but a record
+        // from before issuers counted may be anyone's of that subject.
+        let jwt = |s: &str| who(&format!("jwt:{s}"));
+        assert!(!jwt("https://a/#u1").same_identity(&jwt("https://b/#u1")));
+        assert!(jwt("u1").same_identity(&jwt("https://a/#u1")));
+        assert!(!jwt("u1").same_identity(&jwt("https://a/#u2")));
         // A Slack member is one person in every workspace of an organisation.
         assert!(who("slack:T1/W123").same_identity(&who("slack:T2/W123")));
         assert!(!who("slack:T1/W123").same_identity(&who("slack:T1/W124")));

@@ -172,7 +172,9 @@ pub struct Interaction {
     /// The workspace the message with the button is in (`team.id`), when
     /// Slack names it: another one for a guest of a shared channel.
     pub host_team_id: Option<String>,
-    /// The Enterprise Grid organisation (`enterprise.id`), if any.
+    /// The Enterprise Grid organisation of the workspace the message is
+    /// in (`team.enterprise_id`, else `enterprise.id`), if any: where the
+    /// click happened, not necessarily the clicker's.
     pub enterprise_id: Option<String>,
     pub user_id: String,
     pub user_name: Option<String>,
@@ -211,6 +213,7 @@ struct RawUser {
 #[derive(Deserialize)]
 struct RawTeam {
     id: Option<String>,
+    enterprise_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -251,8 +254,17 @@ impl Interaction {
             .ok_or(SlackError::MissingField("response_url"))?;
         Ok(Self {
             team_id,
-            host_team_id: raw.team.and_then(|t| t.id).filter(|t| !t.is_empty()),
-            enterprise_id: raw.enterprise.and_then(|e| e.id).filter(|e| !e.is_empty()),
+            host_team_id: raw
+                .team
+                .as_ref()
+                .and_then(|t| t.id.clone())
+                .filter(|t| !t.is_empty()),
+            enterprise_id: raw
+                .team
+                .as_ref()
+                .and_then(|t| t.enterprise_id.clone())
+                .or_else(|| raw.enterprise.and_then(|e| e.id))
+                .filter(|e| !e.is_empty()),
             user_id: user.id,
             user_name: user.username.or(user.name),
             response_url,
@@ -273,13 +285,21 @@ impl Interaction {
     }
 
     /// The clicker's workspace and the one the button is in, when another.
+    ///
+    /// The payload's organisation is where the click happened, so it
+    /// vouches for the clicker only when the clicker is at home there: the
+    /// clicker's workspace is the message's, or is the organisation itself
+    /// (on Enterprise Grid `user.team_id` may be the `E...` id). A guest of
+    /// a shared channel from elsewhere is judged by their own workspace.
     pub fn origins(&self) -> Vec<Origin<'_>> {
         let enterprise = self.enterprise_id.as_deref();
+        let host = self.host_team_id.as_deref();
+        let at_home = host == Some(self.team_id.as_str()) || enterprise == Some(&self.team_id);
         let mut origins = vec![Origin {
             team: &self.team_id,
-            enterprise,
+            enterprise: enterprise.filter(|_| at_home),
         }];
-        if let Some(host) = self.host_team_id.as_deref().filter(|h| *h != self.team_id) {
+        if let Some(host) = host.filter(|h| *h != self.team_id) {
             origins.push(Origin {
                 team: host,
                 enterprise,
