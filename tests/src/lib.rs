@@ -251,3 +251,25 @@ pub mod fault_proxy;
 pub mod lambda;
 pub mod stack;
 pub mod template;
+
+/// A grant of port 22 for an hour from `source` under `policy`, to
+/// `local:alice`, as `evaluate` makes it.
+pub fn grant_of(policy: &jitvm_core::Policy, id: &str, source: &str) -> jitvm_core::Grant {
+    let body: jitvm_core::InitiateBody =
+        serde_json::from_value(serde_json::json!({"virtualMachines": [{
+        "id": policy.vm().to_string(),
+        "ports": [{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": source}]}]}))
+        .unwrap();
+    let request =
+        jitvm_core::AccessRequest::parse(jitvm_core::RequestId::parse(id).unwrap(), &body).unwrap();
+    match jitvm_core::evaluate(
+        Some(policy),
+        &request,
+        &jitvm_core::Principal::parse("local:alice").unwrap(),
+        None,
+        jiff::Timestamp::now(),
+    ) {
+        jitvm_core::Decision::Approved { mut grants } => grants.remove(0),
+        other => panic!("{other:?}"),
+    }
+}

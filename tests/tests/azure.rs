@@ -8,8 +8,7 @@ use jitvm_core::aws::resolve_secrets;
 use jitvm_core::azure::AzureFirewall;
 use jitvm_core::config::{AzureConfig, Settings};
 use jitvm_core::ports::{AdapterError, Firewall, PolicyStore};
-use jitvm_core::request::{AccessRequest, InitiateBody, RequestId};
-use jitvm_core::{Decision, Grant, Policy, PolicyDocument, Principal, VmId, evaluate};
+use jitvm_core::{Grant, Policy, PolicyDocument, VmId};
 use jitvm_tests::arm_fake::{ArmFake, CLIENT_ASSERTION, Fault, FaultKind};
 use jitvm_tests::stack::{SUBSCRIPTION, Stack, azure_env, azure_vm, enable, fast_retry};
 use serde_json::{Value, json};
@@ -55,21 +54,7 @@ fn ssh(vm: &VmId) -> Policy {
 }
 
 fn grant(vm: &VmId, id: &str, source: &str) -> Grant {
-    let body: InitiateBody =
-        serde_json::from_value(json!({"virtualMachines": [{"id": vm.to_string(),
-        "ports": [{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": source}]}]}))
-        .unwrap();
-    let request = AccessRequest::parse(RequestId::parse(id).unwrap(), &body).unwrap();
-    match evaluate(
-        Some(&ssh(vm)),
-        &request,
-        &Principal::parse("local:alice").unwrap(),
-        None,
-        Timestamp::now(),
-    ) {
-        Decision::Approved { mut grants } => grants.remove(0),
-        other => panic!("{other:?}"),
-    }
+    jitvm_tests::grant_of(&ssh(vm), id, source)
 }
 
 fn jit_rules(arm: &ArmFake, nsg: &str) -> Vec<String> {

@@ -12,14 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use jitvm_core::api::ApiError;
 use jitvm_core::azure::AzureFirewall;
 use jitvm_core::config::Settings;
 use jitvm_core::ports::{AdapterError, Firewall, PolicyStore};
-use jitvm_core::request::{AccessRequest, InitiateBody, RequestId};
-use jitvm_core::{Decision, Grant, Policy, PolicyDocument, Principal, VmId, evaluate};
+use jitvm_core::{Policy, PolicyDocument, VmId};
 use jitvm_tests::arm_fake::ArmFake;
+use jitvm_tests::grant_of;
 use jitvm_tests::stack::{
     ADMIN, ALICE, SLACK_TEAM, SUBSCRIPTION, Stack, azure_env, drain, encode, fast_retry, record,
 };
@@ -971,25 +970,6 @@ async fn case_variants_of_one_vm_are_that_vm() {
     }
     assert_eq!(rule_names(&stack.arm, &nsg, "jitvm-"), Vec::<String>::new());
     assert!(held(&stack).await.policies.is_empty());
-}
-
-/// A grant of port 22 for an hour from `source` under `policy`.
-fn grant_of(policy: &Policy, id: &str, source: &str) -> Grant {
-    let body: InitiateBody = serde_json::from_value(json!({"virtualMachines": [{
-        "id": policy.vm().to_string(),
-        "ports": [{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": source}]}]}))
-    .unwrap();
-    let request = AccessRequest::parse(RequestId::parse(id).unwrap(), &body).unwrap();
-    match evaluate(
-        Some(policy),
-        &request,
-        &Principal::parse("local:alice").unwrap(),
-        None,
-        Timestamp::now(),
-    ) {
-        Decision::Approved { mut grants } => grants.remove(0),
-        other => panic!("{other:?}"),
-    }
 }
 
 #[tokio::test]
