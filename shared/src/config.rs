@@ -281,19 +281,7 @@ impl Settings {
             (None, None) => None,
         };
         let slack_workspaces = slack_workspaces(&list, slack_signing_secret.is_some())?;
-        let trusted_session_roles = SessionTrust::parse(&list("JITVM_TRUSTED_SESSION_ROLES"))
-            .map_err(|e| ConfigError {
-                name: "JITVM_TRUSTED_SESSION_ROLES",
-                message: e.to_string(),
-            })?;
-        for (name, patterns) in [("JITVM_ADMINS", &admins), ("JITVM_AUDITORS", &auditors)] {
-            if let Some(message) = patterns
-                .iter()
-                .find_map(|p| trusted_session_roles.matches_nobody(p))
-            {
-                return Err(ConfigError { name, message });
-            }
-        }
+        let trusted_session_roles = session_trust(&list, &admins, &auditors)?;
         Ok(Self {
             slack_workspaces,
             trusted_session_roles,
@@ -312,6 +300,26 @@ impl Settings {
             max_groups_per_interface,
         })
     }
+}
+
+/// The roles whose session names count, checked against the admins and
+/// auditors: an entry that can match nobody is a lock-out, refused now.
+fn session_trust(
+    list: &impl Fn(&str) -> Vec<String>,
+    admins: &[PrincipalPattern],
+    auditors: &[PrincipalPattern],
+) -> Result<SessionTrust, ConfigError> {
+    let trust =
+        SessionTrust::parse(&list("JITVM_TRUSTED_SESSION_ROLES")).map_err(|e| ConfigError {
+            name: "JITVM_TRUSTED_SESSION_ROLES",
+            message: e.to_string(),
+        })?;
+    for (name, patterns) in [("JITVM_ADMINS", admins), ("JITVM_AUDITORS", auditors)] {
+        if let Some(message) = patterns.iter().find_map(|p| trust.matches_nobody(p)) {
+            return Err(ConfigError { name, message });
+        }
+    }
+    Ok(trust)
 }
 
 /// The Slack workspaces allowed in, which must be named whenever the Slack

@@ -72,7 +72,11 @@ pub struct RequestApi<'a> {
 impl RequestApi<'_> {
     /// Admins and auditors read every request.
     pub fn sees_everything(&self, caller: &Caller) -> bool {
-        caller.is_admin(self.admins) || self.auditors.iter().any(|a| a.matches(&caller.principal))
+        caller.is_admin(self.admins) || self.is_auditor(caller)
+    }
+
+    pub fn is_auditor(&self, caller: &Caller) -> bool {
+        self.auditors.iter().any(|a| a.matches(&caller.principal))
     }
 }
 

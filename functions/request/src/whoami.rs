@@ -28,7 +28,7 @@ pub async fn whoami(api: &RequestApi<'_>, caller: &Caller) -> Result<Response<St
     let mut body = json!({
         "principal": caller.principal,
         "admin": caller.is_admin(api.admins),
-        "auditor": api.auditors.iter().any(|a| a.matches(&caller.principal)),
+        "auditor": api.is_auditor(caller),
         "approverOf": approver_of,
         "requesterOf": requester_of,
     });

@@ -78,10 +78,7 @@ impl PrincipalPattern {
     }
 
     pub fn matches(&self, principal: &Principal) -> bool {
-        match self.0.strip_suffix('*') {
-            Some(prefix) => principal.as_str().starts_with(prefix),
-            None => self.0 == principal.as_str(),
-        }
+        prefix_match(&self.0, principal.as_str())
     }
 
     pub fn as_str(&self) -> &str {
@@ -96,6 +93,14 @@ impl PrincipalPattern {
             return true;
         }
         !self.0.ends_with('*') && Principal(self.0.clone()).same_identity(who)
+    }
+}
+
+/// Whether `pattern` (exact, or a prefix ending in `*`) matches `text`.
+fn prefix_match(pattern: &str, text: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => text.starts_with(prefix),
+        None => pattern == text,
     }
 }
 
@@ -158,10 +163,7 @@ impl SessionTrust {
 
     /// Whether sessions of the role named `role` are told apart.
     pub fn trusts(&self, role: &str) -> bool {
-        self.roles.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => role.starts_with(prefix),
-            None => p == role,
-        })
+        self.roles.iter().any(|p| prefix_match(p, role))
     }
 }
 

@@ -410,9 +410,13 @@ fn approvers(record: &RequestRecord) -> String {
     let names: Vec<String> = record
         .approvers()
         .iter()
-        .map(|p| match Principal::parse(p.as_str()) {
-            Ok(one) if !p.as_str().ends_with('*') => who(&one, team),
-            _ => escape(p.as_str()),
+        .map(|p| match p.as_str().strip_suffix('*') {
+            // A pattern in code, so that its `*` is not read as bold.
+            Some(_) => format!("`{}`", escape(p.as_str())),
+            None => match Principal::parse(p.as_str()) {
+                Ok(one) => who(&one, team),
+                Err(_) => escape(p.as_str()),
+            },
         })
         .collect();
     if names.is_empty() {
@@ -521,6 +525,14 @@ mod tests {
         assert!(s.contains("port 3389 from"), "{s}");
         assert!(s.contains("Request `r-1`"), "{s}");
         assert!(s.contains(VM), "{s}");
+    }
+
+    #[test]
+    fn approver_patterns_are_shown_as_code() {
+        let r = record("slack:T1/U1", &["slack:T1/*", "local:c*"], "deploy");
+        let m = accepted(&r, t("2026-11-23T12:00:00Z"));
+        let s = m["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(s.contains("approval by `slack:T1/*`, `local:c*`"), "{s}");
     }
 
     #[test]
