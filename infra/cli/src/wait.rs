@@ -1,0 +1,166 @@
+//! `jitvm request --wait`: follow a request until every port is open, it is
+//! refused, or the time runs out.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::client::{Api, segment};
+use crate::error::CliError;
+use crate::show::cell;
+
+/// How often the request is read again while it is not settled.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a request stands, for the waiter.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every port is `Initiated`.
+    Open,
+    /// It will not open: the reason.
+    Refused(String),
+    /// Not settled yet.
+    Waiting,
+}
+
+/// Where the record `r` stands.
+pub fn verdict(r: &Value) -> Verdict {
+    let id = cell(&r["id"]);
+    let ports: Vec<&Value> = r["virtualMachines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|vm| vm["ports"].as_array().into_iter().flatten())
+        .collect();
+    if r["status"] == "Denied" {
+        let why = ports
+            .iter()
+            .find_map(|p| p["message"].as_str())
+            .map(str::to_owned)
+            .or_else(|| last_message(r))
+            .unwrap_or_else(|| "no reason given".into());
+        let by = r["decidedBy"]
+            .as_str()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        return Verdict::Refused(format!("request {id} was denied{by}: {why}"));
+    }
+    for p in &ports {
+        let status = p["status"].as_str().unwrap_or("");
+        if status == "Failed" || status == "Revoked" {
+            let message = p["message"]
+                .as_str()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            return Verdict::Refused(format!(
+                "request {id}: port {} {} ({}){message}",
+                cell(&p["number"]),
+                status.to_ascii_lowercase(),
+                cell(&p["statusReason"]),
+            ));
+        }
+    }
+    if !ports.is_empty() && ports.iter().all(|p| p["status"] == "Initiated") {
+        return Verdict::Open;
+    }
+    Verdict::Waiting
+}
+
+/// One line saying where the request is: its status and each port's.
+pub fn progress(r: &Value) -> String {
+    let ports: Vec<String> = r["virtualMachines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|vm| vm["ports"].as_array().into_iter().flatten())
+        .map(|p| format!("port {} {}", cell(&p["number"]), cell(&p["status"])))
+        .collect();
+    format!(
+        "request {}: {}; {}",
+        cell(&r["id"]),
+        cell(&r["status"]),
+        ports.join(", ")
+    )
+}
+
+/// Reads request `id` until it settles or `limit` passes; progress goes to
+/// stderr. The last record read, once every port is open.
+pub async fn until_open(api: &Api, id: &str, limit: Duration) -> Result<Value, CliError> {
+    let deadline = Instant::now() + limit;
+    let path = format!("/v1/requests/{}", segment(id));
+    let mut shown = String::new();
+    loop {
+        let r = api.json(Method::GET, &path, &[], None).await?;
+        let line = progress(&r);
+        if line != shown {
+            eprintln!("{line}");
+            shown = line;
+        }
+        match verdict(&r) {
+            Verdict::Open => return Ok(r),
+            Verdict::Refused(why) => return Err(CliError::NotGranted(why)),
+            Verdict::Waiting => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CliError::NotGranted(format!(
+                "gave up waiting after {} s; {shown} (`jitvm status {id}` to look again)",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL_INTERVAL.min(left)).await;
+    }
+}
+
+fn last_message(r: &Value) -> Option<String> {
+    r["history"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find_map(|h| h["message"].as_str().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(status: &str, ports: Value) -> Value {
+        json!({"id": "r1", "status": status, "virtualMachines": [{"id": "vm", "ports": ports}]})
+    }
+
+    #[test]
+    fn verdicts_follow_the_ports() {
+        let open = json!({"number": 22, "status": "Initiated"});
+        let opening = json!({"number": 3389, "status": "Initiating"});
+        assert_eq!(
+            verdict(&rec("Approved", json!([open, opening]))),
+            Verdict::Waiting
+        );
+        assert_eq!(
+            verdict(&rec("Approved", json!([open, open]))),
+            Verdict::Open
+        );
+        assert_eq!(
+            verdict(&rec("PendingApproval", json!([opening]))),
+            Verdict::Waiting
+        );
+        let failed =
+            json!({"number": 22, "status": "Failed", "statusReason": "Error", "message": "boom"});
+        assert_eq!(
+            verdict(&rec("Approved", json!([open, failed]))),
+            Verdict::Refused("request r1: port 22 failed (Error): boom".into())
+        );
+        let mut denied = rec(
+            "Denied",
+            json!([{"number": 22, "status": "Revoked", "message": "freeze"}]),
+        );
+        denied["decidedBy"] = json!("local:bob");
+        assert_eq!(
+            verdict(&denied),
+            Verdict::Refused("request r1 was denied by local:bob: freeze".into())
+        );
+        assert_eq!(verdict(&rec("Approved", json!([]))), Verdict::Waiting);
+    }
+}
