@@ -117,6 +117,9 @@ pub struct ListArgs {
     /// At most this many (1-200).
     #[arg(long, default_value_t = 50)]
     pub limit: u16,
+    /// The next page: the token a previous page ended with.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "pending")]
+    pub next_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

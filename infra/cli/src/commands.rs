@@ -252,8 +252,15 @@ async fn list(api: &Api, args: ListArgs, out: Printer) -> Result<(), CliError> {
     if args.mine {
         query.push(("requestor", principal(api).await?));
     }
+    if let Some(token) = args.next_token {
+        query.push(("nextToken", token));
+    }
     let v = api.json(Method::GET, "/v1/requests", &query, None).await?;
-    out.print(&v, list_table)
+    out.print(&v, list_table)?;
+    if let (Output::Table, Some(token)) = (out.0, v["nextToken"].as_str()) {
+        eprintln!("more: add --next-token {token}");
+    }
+    Ok(())
 }
 
 /// `{"value": [...]}` of the requests waiting for the caller's approval:

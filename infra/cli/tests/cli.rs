@@ -207,6 +207,57 @@ async fn request_wait_opens_then_status_list_and_revoke() {
         (&port["status"], &port["statusReason"]),
         (&json!("Revoked"), &json!("UserRequested"))
     );
+
+    // Pages: the newest first, then the next page by its token.
+    let newer = id_of(
+        &jitvm(
+            &stack,
+            ALICE,
+            &[
+                "request",
+                &instance,
+                "22",
+                "--from",
+                "198.51.100.7",
+                "-o",
+                "json",
+            ],
+        )
+        .await
+        .ok(),
+    );
+    let page = jitvm(
+        &stack,
+        ALICE,
+        &["list", "--mine", "--limit", "1", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(page["value"][0]["id"], newer.as_str());
+    let token = page["nextToken"].as_str().expect("a next page");
+    let next = jitvm(
+        &stack,
+        ALICE,
+        &[
+            "list",
+            "--mine",
+            "--limit",
+            "1",
+            "--next-token",
+            token,
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(next["value"][0]["id"], id.as_str());
+    let run = jitvm(&stack, ALICE, &["list", "--mine", "--limit", "1"])
+        .await
+        .ok();
+    assert!(run.stderr.contains("--next-token"), "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
