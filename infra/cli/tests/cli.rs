@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack, enable, eventually};
+use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack, azure_vm, enable, eventually};
 use serde_json::{Value, json};
 
 /// What one run of the binary did.
@@ -557,4 +557,121 @@ async fn completions_for_bash() {
         .await
         .ok();
     assert!(run.stdout.contains("Exit codes:"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_vms_are_named_by_name_or_group_and_name() {
+    let stack = Stack::start("us-west-2").await;
+    let (vm, _nsg) = azure_vm(&stack.arm, "rg-cli", "web-1", "10.0.0.4");
+    let (twin, _) = azure_vm(&stack.arm, "rg-twin", "web-1", "10.0.0.5");
+    let _poller = tokio::spawn(Arc::clone(&stack.host).run_poller());
+    let file = temp_file("policy.json", &policy(&["local:alice"], &[]).to_string());
+    let file = file.to_str().expect("a UTF-8 path");
+
+    // Two VMs are called web-1: refused with both ids, nothing written.
+    let run = jitvm(&stack, ADMIN, &["policy", "put", "web-1", "-f", file]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("names 2 VMs"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("rg-cli") && run.stderr.contains("rg-twin"),
+        "{}",
+        run.stderr
+    );
+
+    jitvm(
+        &stack,
+        ADMIN,
+        &["policy", "put", "RG-CLI/web-1", "-f", file],
+    )
+    .await
+    .ok();
+    let run = jitvm(
+        &stack,
+        ALICE,
+        &[
+            "request",
+            "rg-cli/web-1",
+            "22",
+            "--from",
+            "198.51.100.7",
+            "--wait",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        run.stdout.contains("virtualMachines/web-1"),
+        "{}",
+        run.stdout
+    );
+    let vms = jitvm(&stack, ALICE, &["vms", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let status_of = |id: &str| {
+        vms["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
+            .map(|v| v["status"].clone())
+    };
+    assert_eq!(status_of(&vm), Some(json!("Configured")));
+    assert_eq!(status_of(&twin), Some(json!("NotConfigured")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_is_read_and_a_wait_runs_out() {
+    let stack = Stack::start("ap-east-1").await;
+    let instance = enabled_instance(&stack, policy(&["local:alice"], &[])).await;
+    let config = temp_file(
+        "config.toml",
+        &format!(
+            "endpoint = \"{}\"\nauth = \"bearer\"\ntoken = \"{ALICE}\"\n",
+            stack.base
+        ),
+    );
+    let config = config.to_str().expect("a UTF-8 path");
+    let run = tokio::task::spawn_blocking({
+        let config = config.to_owned();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_jitvm"))
+                .args(["--config", &config, "whoami", "-o", "json"])
+                .env_clear()
+                .output()
+                .expect("the binary runs")
+        }
+    })
+    .await
+    .expect("runner");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let me: Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(me["principal"], "local:alice");
+
+    // Nothing polls the queue here, so the port never opens.
+    let run = jitvm(
+        &stack,
+        ALICE,
+        &[
+            "request",
+            &instance,
+            "22",
+            "--from",
+            "198.51.100.7",
+            "--wait",
+            "--wait-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("gave up waiting") && run.stderr.contains("Initiating"),
+        "{}",
+        run.stderr
+    );
 }
