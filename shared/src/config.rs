@@ -58,6 +58,9 @@ pub struct Settings {
     /// `JITVM_TRUSTED_SESSION_ROLES`: the IAM roles whose session names an
     /// identity provider sets (see [`SessionTrust`]); default none.
     pub trusted_session_roles: SessionTrust,
+    /// How the web console signs people in (`JITVM_CONSOLE_OIDC_*`, see
+    /// [`crate::console::ConsoleConfig`]).
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// A secret given in the environment, or the ARN of the Secrets Manager
@@ -282,7 +285,9 @@ impl Settings {
         };
         let slack_workspaces = slack_workspaces(&list, slack_signing_secret.is_some())?;
         let trusted_session_roles = session_trust(&list, &admins, &auditors)?;
+        let console = crate::console::ConsoleConfig::from_lookup(&lookup)?;
         Ok(Self {
+            console,
             slack_workspaces,
             trusted_session_roles,
             azure,

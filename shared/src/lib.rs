@@ -15,6 +15,7 @@ pub mod aws;
 pub mod azure;
 pub mod cloud;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod expiry;
 pub mod lambda;

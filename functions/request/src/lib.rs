@@ -33,6 +33,7 @@ use jitvm_core::api::{
     ApiError, Caller, check_body, json_response, method_not_allowed, no_route, parse_vm,
     query_param, segments,
 };
+use jitvm_core::console::ConsoleConfig;
 use jitvm_core::ports::{
     ExpiryTimers, Firewall, PageCursor, PolicyStore, RequestQuery, RequestQueue, RequestStore,
 };
@@ -67,6 +68,8 @@ pub struct RequestApi<'a> {
     pub approval_timeout: SignedDuration,
     /// The Slack app, when it is configured.
     pub slack: Option<&'a chatops::SlackApp>,
+    /// The web console, served at `/` without a caller.
+    pub console: &'a ConsoleConfig,
 }
 
 impl RequestApi<'_> {
@@ -101,6 +104,17 @@ async fn route(
     request: Request<Bytes>,
     now: Timestamp,
 ) -> Result<Response<String>, ApiError> {
+    // The console's page and assets are public; the API calls it makes
+    // are not.
+    if ConsoleConfig::owns(request.uri().path()) {
+        return match *request.method() {
+            Method::GET | Method::HEAD => api
+                .console
+                .serve(request.uri().path())
+                .ok_or_else(|| no_route(request.uri().path())),
+            _ => Err(method_not_allowed("GET")),
+        };
+    }
     let path = segments(request.uri().path())?;
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     // Slack authenticates its calls with a signature, not through API

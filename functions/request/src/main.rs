@@ -31,6 +31,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         auditors: &settings.auditors,
         approval_timeout: settings.approval_timeout,
         slack: slack.as_ref(),
+        console: &settings.console,
     };
     lambda::run_http(&settings.trusted_session_roles, |caller, request, now| {
         handle(&api, caller, request, now)

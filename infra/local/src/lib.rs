@@ -348,6 +348,7 @@ async fn serve_http(
         || path.starts_with("/v1/chatops/")
         || path == "/v1/audit.csv"
         || path == "/v1/whoami"
+        || jitvm_core::console::ConsoleConfig::owns(&path)
     {
         let api = RequestApi {
             policies: &host.stack.store,
@@ -359,6 +360,7 @@ async fn serve_http(
             auditors: &host.settings.auditors,
             approval_timeout: host.settings.approval_timeout,
             slack: host.slack.as_ref(),
+            console: &host.settings.console,
         };
         jitvm_request::handle(&api, caller, request, now).await
     } else {
