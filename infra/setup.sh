@@ -4,17 +4,31 @@
 # start from there, and cfn-lint and the SAM CLI, which check and deploy
 # template.yaml. With --deploy it also installs Cargo Lambda
 # (infra/requirements-deploy.txt), which `sam build` compiles the functions
-# with. Safe to re-run.
+# with. Unless given --no-browser, it installs Debian's chromium and
+# chromium-driver, which the console's browser test drives (nothing
+# downloads a browser at run time). Safe to re-run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
 deploy=false
+browser=true
 for arg in "$@"; do
     case "$arg" in
         --deploy) deploy=true ;;
-        *) echo "usage: $0 [--deploy]" >&2; exit 2 ;;
+        --no-browser) browser=false ;;
+        *) echo "usage: $0 [--deploy] [--no-browser]" >&2; exit 2 ;;
     esac
 done
+if $browser && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+    echo "== installing Debian's chromium and chromium-driver (the console's browser test)"
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    install=("${as_root[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver)
+    # A new machine may have no package lists yet.
+    "${install[@]}" >/dev/null 2>&1 || { "${as_root[@]}" apt-get update -q >/dev/null && "${install[@]}" >/dev/null; }
+    /usr/bin/chromium --version
+fi
 if [ ! -x "$root/.venv/bin/python" ]; then
     "$python" -m venv "$root/.venv"
 fi

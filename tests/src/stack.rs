@@ -131,7 +131,14 @@ impl Stack {
     /// Starts a stack in `region` of `moto` (a test that stops moto gives
     /// its own).
     pub async fn start_on(moto: &Moto, region: &str) -> Stack {
-        Self::start_at(moto.endpoint(), moto.endpoint(), region).await
+        Self::start_at(moto.endpoint(), moto.endpoint(), region, &[]).await
+    }
+
+    /// Starts a stack in `region` of the shared moto server whose host also
+    /// reads the `JITVM_*` settings in `extra`.
+    pub async fn start_with(region: &str, extra: &[(&str, &str)]) -> Stack {
+        let moto = Moto::shared();
+        Self::start_at(moto.endpoint(), moto.endpoint(), region, extra).await
     }
 
     /// Starts a stack in `region` whose host makes every AWS call (EC2,
@@ -140,12 +147,17 @@ impl Stack {
     /// straight to the proxy's upstream: faults never hit what a test
     /// looks at.
     pub async fn start_behind(proxy: &FaultProxy, region: &str) -> Stack {
-        Self::start_at(proxy.endpoint(), proxy.upstream(), region).await
+        Self::start_at(proxy.endpoint(), proxy.upstream(), region, &[]).await
     }
 
     /// Starts a stack in `region` whose host calls AWS at `host_endpoint`
     /// and whose test clients call it at `test_endpoint`.
-    async fn start_at(host_endpoint: &str, test_endpoint: &str, region: &str) -> Stack {
+    async fn start_at(
+        host_endpoint: &str,
+        test_endpoint: &str,
+        region: &str,
+        extra: &[(&str, &str)],
+    ) -> Stack {
         let config = crate::config_at(host_endpoint, region).await;
         let direct = crate::config_at(test_endpoint, region).await;
         let arm = ArmFake::start().await;
@@ -160,7 +172,11 @@ impl Stack {
             "JITVM_REQUEST_QUEUE" => Some(format!("{}.fifo", crate::unique("requests"))),
             "JITVM_EXPIRY_QUEUE" => Some(crate::unique("expiry")),
             "JITVM_REGIONS" => Some(region.to_owned()),
-            other => azure_env(&arm, other),
+            other => extra
+                .iter()
+                .find(|(name, _)| *name == other)
+                .map(|(_, value)| (*value).to_owned())
+                .or_else(|| azure_env(&arm, other)),
         })
         .expect("test settings are valid");
         let counter = CallCounter::default();
