@@ -59,6 +59,8 @@ pub const ALICE_PRINCIPAL: &str = "arn:aws:sts::123456789012:assumed-role/Develo
 pub const ADMIN_SUB: &str = "00u1admin0000000001";
 /// The issuer of the single-sign-on API's tokens.
 pub const JWT_ISSUER: &str = "https://login.example.com/";
+/// The web console's public OpenID Connect client.
+pub const CONSOLE_CLIENT_ID: &str = "jitvm-console";
 /// The Slack workspace the deployment lets in.
 pub const SLACK_WORKSPACE: &str = "T0LAMBDA";
 /// The IAM roles whose session names the deployment trusts.
@@ -143,6 +145,9 @@ impl Deployed {
             ("AzureClientSecretArn", azure_secret),
             ("AzureSubscriptions", SUBSCRIPTION.to_owned()),
             ("SlackSigningSecretArn", slack_secret),
+            ("JwtIssuer", JWT_ISSUER.to_owned()),
+            ("JwtAudience", format!("jitvm,{CONSOLE_CLIENT_ID}")),
+            ("ConsoleClientId", CONSOLE_CLIENT_ID.to_owned()),
         ];
         let queue_arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{queue_name}");
         let resources = [

@@ -115,6 +115,9 @@ pub struct Route {
     pub function: String,
     pub security: Value,
     pub payload_format: String,
+    /// The template condition the route exists under (a path written as
+    /// `Fn::If: [condition, methods, AWS::NoValue]`), if any.
+    pub condition: Option<String>,
 }
 
 impl Route {
@@ -134,6 +137,14 @@ pub fn routes_of(body: &Value) -> Vec<Route> {
         return out;
     };
     for (path, methods) in paths {
+        // A path that exists only under a condition.
+        let (condition, methods) = match methods["Fn::If"].as_array() {
+            Some(branches) => (
+                branches.first().and_then(Value::as_str).map(str::to_owned),
+                branches.get(1).unwrap_or(&Value::Null),
+            ),
+            None => (None, methods),
+        };
         let Some(methods) = methods.as_object() else {
             continue;
         };
@@ -157,6 +168,7 @@ pub fn routes_of(body: &Value) -> Vec<Route> {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
+                condition: condition.clone(),
             });
         }
     }

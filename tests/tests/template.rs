@@ -62,6 +62,10 @@ const SELF_VERIFYING_ROUTES: &[&str] = &[
     "POST /v1/chatops/slack/interactive",
 ];
 
+/// The web console's page and assets: public, on the single-sign-on API
+/// only, and only when the console is configured.
+const CONSOLE_ROUTES: &[&str] = &["GET /", "GET /console/{file}"];
+
 /// Environment variables the template sets that the code does not read yet.
 const PENDING_VARIABLES: &[&str] = &[];
 
@@ -855,28 +859,46 @@ fn routes_need_api_gateway_authorization() {
         let api = &transformed[id];
         let (open, routes): (Vec<_>, Vec<_>) = routes_of(&api["Properties"]["Body"])
             .into_iter()
-            .partition(|r| SELF_VERIFYING_ROUTES.contains(&r.key.as_str()));
+            .partition(|r| {
+                SELF_VERIFYING_ROUTES.contains(&r.key.as_str())
+                    || CONSOLE_ROUTES.contains(&r.key.as_str())
+            });
         let found: BTreeMap<String, String> = routes
             .iter()
             .map(|r| (r.key.clone(), r.function.clone()))
             .collect();
         assert_eq!(found, expected, "{id}: routes and their functions");
         // Slack reaches the IAM API's two Slack routes, unauthenticated,
-        // and nothing else; single sign-on has no reason to carry them.
+        // and nothing else; single sign-on has no reason to carry them. A
+        // browser cannot sign with SigV4, so the console is on the
+        // single-sign-on API only.
         let request_function = &expected["POST /v1/requests"];
         let slack: BTreeMap<String, String> = open
             .iter()
             .map(|r| (r.key.clone(), r.function.clone()))
             .collect();
-        let want: BTreeMap<String, String> = if id == "Api" {
+        let public = if id == "Api" {
             SELF_VERIFYING_ROUTES
-                .iter()
-                .map(|k| ((*k).to_owned(), request_function.clone()))
-                .collect()
         } else {
-            BTreeMap::new()
+            CONSOLE_ROUTES
         };
-        assert_eq!(slack, want, "{id}: the Slack routes");
+        let want: BTreeMap<String, String> = public
+            .iter()
+            .map(|k| ((*k).to_owned(), request_function.clone()))
+            .collect();
+        assert_eq!(slack, want, "{id}: the routes without authorization");
+        // The console exists only when it is configured.
+        for r in open
+            .iter()
+            .filter(|r| CONSOLE_ROUTES.contains(&r.key.as_str()))
+        {
+            assert_eq!(
+                r.condition.as_deref(),
+                Some("UseConsole"),
+                "{id}: {}",
+                r.key
+            );
+        }
         for r in &open {
             // SAM writes `Authorizer: NONE` as the security requirement
             // `NONE`, which API Gateway reads as no authorization.
@@ -902,11 +924,9 @@ fn routes_need_api_gateway_authorization() {
         for r in routes_of(&api["Properties"]["Body"]) {
             let open = r.security.as_array().is_none_or(|s| s.is_empty())
                 || r.security == json!([{"NONE": []}]);
-            assert!(
-                !open || SELF_VERIFYING_ROUTES.contains(&r.key.as_str()),
-                "{id}: {} has no authorization",
-                r.key
-            );
+            let public = SELF_VERIFYING_ROUTES.contains(&r.key.as_str())
+                || (id == "SsoApi" && CONSOLE_ROUTES.contains(&r.key.as_str()));
+            assert!(!open || public, "{id}: {} has no authorization", r.key);
         }
     }
     assert_eq!(

@@ -248,3 +248,54 @@ async fn slack_commands_are_checked_against_the_secret_from_secrets_manager() {
     assert_eq!(answer.status, 401, "{}", answer.body);
     assert!(queued(&deployed).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_is_served_without_a_token_on_the_single_sign_on_api_only() {
+    let deployed = Deployed::new("ap-northeast-3").await;
+    let function = deployed.start(FUNCTION, BINARY.as_ref()).await;
+    let sso_api = HttpApi::from_template("SsoApi");
+
+    let page = function
+        .call(&sso_api, Call::new("GET", "/", Auth::Anonymous))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("/console/app.js"), "{}", page.body);
+    let csp = page.headers["content-security-policy"]
+        .as_str()
+        .expect("a Content-Security-Policy");
+    // The page may talk to the API and the issuer, and run only its own script.
+    assert!(
+        csp.contains("connect-src 'self' https://login.example.com;")
+            && csp.contains("script-src 'self';"),
+        "{csp}"
+    );
+    let config = function
+        .call(
+            &sso_api,
+            Call::new("GET", "/console/config.json", Auth::Anonymous),
+        )
+        .await;
+    assert_eq!(
+        config.json(),
+        json!({"signIn": "oidc", "issuer": "https://login.example.com", "clientId": jitvm_tests::lambda::CONSOLE_CLIENT_ID, "scope": "openid"})
+    );
+    let script = function
+        .call(
+            &sso_api,
+            Call::new("GET", "/console/app.js", Auth::Anonymous),
+        )
+        .await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.headers["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+
+    // The API behind it still needs a token, and the IAM API has no page.
+    let refused = sso_api.event(&Call::new("GET", "/v1/whoami", Auth::Anonymous));
+    assert_eq!(refused.err().map(|r| r.status), Some(401));
+    let api = HttpApi::from_template("Api");
+    let none = api.event(&Call::new("GET", "/", Auth::Anonymous));
+    assert_eq!(none.err().map(|r| r.status), Some(404));
+    assert!(function.exited().is_none(), "{}", function.log());
+}
