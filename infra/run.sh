@@ -30,7 +30,7 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABL
 export RUST_LOG="${RUST_LOG:-info}"
 
 echo "== installing moto into .venv"
-bash infra/setup.sh
+bash infra/setup.sh --no-browser
 mkdir -p .jitvm
 
 pids=()
@@ -57,8 +57,9 @@ echo "$vm" > .jitvm/demo-instance
 echo "   $vm"
 
 echo "== building the local host and the ARM fake (the first build takes several minutes)"
-cargo build --quiet -p jitvm-local -p jitvm-tests --bin jitvm-local --bin jitvm-arm-fake
+cargo build --quiet -p jitvm-local -p jitvm-tests -p jitvm-cli --bin jitvm-local --bin jitvm-arm-fake --bin jitvm
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/jitvm-local"
+cli="${CARGO_TARGET_DIR:-$root/target}/debug/jitvm"
 fake="${CARGO_TARGET_DIR:-$root/target}/debug/jitvm-arm-fake"
 
 azure_vm=""
@@ -97,6 +98,22 @@ cat <<INFO
 
 jitvm is running at http://${JITVM_LISTEN} (Ctrl-C stops everything).
 Tokens: admin-token-1 (local:admin, may write policies), alice-token-1, bob-token-1.
+
+The console: open http://${JITVM_LISTEN}/ and sign in with a token.
+  1. As admin-token-1: Virtual machines > Not configured > Enable JIT > Save,
+     for the demo instance and the demo Azure VM.
+  2. Sign out; as alice-token-1: Configured > Request access > Open ports.
+     Port 22 opens from your own address (127.0.0.1) and the page shows it Initiated.
+
+The CLI (${cli}):
+
+   export JITVM_ENDPOINT=http://${JITVM_LISTEN} JITVM_TOKEN=alice-token-1
+   ${cli} vms
+   ${cli} request ${vm} 22 --for 30m -m "trying jitvm" --wait
+   ${cli} list --mine
+   ${cli} revoke <id>
+
+The HTTP API with curl:
 
 1. Enable JIT on the demo instance (port 22 from 198.51.100.0/24, at most 1 hour):
 
