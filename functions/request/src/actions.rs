@@ -169,8 +169,10 @@ pub async fn approve(
     api: &RequestApi<'_>,
     caller: &Caller,
     id: &RequestId,
+    reason: Option<&str>,
     now: Timestamp,
 ) -> Result<RequestRecord, ApiError> {
+    let message = decision_message("approved", caller, reason)?;
     let record = load(api, id).await?.value;
     let entry = check_decider(api, caller, &record, now).await?;
     // The same ports, sources and durations, checked against the policy as
@@ -214,7 +216,12 @@ pub async fn approve(
     }
     let updated = records::update(api.requests, id, |r| {
         let changed = r
-            .set_status(RequestStatus::Approved, Some(&caller.principal), now)
+            .decide(
+                RequestStatus::Approved,
+                Some(&caller.principal),
+                message.as_deref(),
+                now,
+            )
             .is_ok_and(|t| t == Transition::Changed);
         if changed {
             r.reschedule(&grants);
@@ -245,18 +252,10 @@ pub async fn deny(
     reason: Option<&str>,
     now: Timestamp,
 ) -> Result<RequestRecord, ApiError> {
-    let reason = reason
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(Justification::parse)
-        .transpose()
-        .map_err(|e| ApiError::new(400, "InvalidReason", format!("reason: {e}")))?;
+    let message = decision_message("denied", caller, reason)?
+        .unwrap_or_else(|| format!("denied by {}", caller.principal));
     let record = load(api, id).await?.value;
     check_decider(api, caller, &record, now).await?;
-    let message = match &reason {
-        Some(r) => format!("denied by {}: {}", caller.principal, r.as_str()),
-        None => format!("denied by {}", caller.principal),
-    };
     let updated = records::update(api.requests, id, |r| {
         r.deny(Some(&caller.principal), &message, now)
     })
@@ -271,6 +270,22 @@ pub async fn deny(
         ));
     }
     Ok(updated)
+}
+
+/// "approved by <caller>: <reason>" for the history, when a reason is given;
+/// a reason is bounded and checked as a justification is.
+fn decision_message(
+    verb: &str,
+    caller: &Caller,
+    reason: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(Justification::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(400, "InvalidReason", format!("reason: {e}")))?;
+    Ok(reason.map(|r| format!("{verb} by {}: {}", caller.principal, r.as_str())))
 }
 
 /// What an early revoke did.

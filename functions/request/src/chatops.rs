@@ -217,7 +217,7 @@ async fn carry_out(
         Command::Pending => slack::pending_list(&awaiting(api, caller, now).await?, now),
         Command::Request(ask) => submit(api, caller, &ask, signature, now).await?,
         Command::Approve { id } => slack::decided(
-            &actions::approve(api, caller, &id, now).await?,
+            &actions::approve(api, caller, &id, None, now).await?,
             Verb::Approved,
         ),
         Command::Deny { id, reason } => slack::decided(

@@ -8,9 +8,9 @@
 //!   auditors).
 //! - `GET /v1/requests?vm=&requestor=&since=&until=&limit=&nextToken=`:
 //!   records newest first, a page at a time.
-//! - `POST /v1/requests/{id}/approve` and `.../deny`: an approver of the
-//!   VM's policy, never the requestor, decides on a `PendingApproval`
-//!   request; an approval checks it against the current policy again and
+//! - `POST /v1/requests/{id}/approve` and `.../deny` (optional body
+//!   `{"reason": "..."}`): an approver of the VM's policy, never the
+//!   requestor, decides on a `PendingApproval` request; an approval checks it against the current policy again and
 //!   its window starts then.
 //! - `POST /v1/requests/{id}/revoke`: closes the grant early
 //!   (`UserRequested`); the requestor or an admin.
@@ -146,9 +146,12 @@ async fn route(
             let id = parse_id(id)?;
             let record = match *verb {
                 "revoke" => return revoked(actions::revoke(api, &caller, &id, now).await?),
-                "approve" => actions::approve(api, &caller, &id, now).await?,
+                "approve" => {
+                    let reason = decision_reason(request.body())?;
+                    actions::approve(api, &caller, &id, reason.as_deref(), now).await?
+                }
                 "deny" => {
-                    let reason = deny_reason(request.body())?;
+                    let reason = decision_reason(request.body())?;
                     actions::deny(api, &caller, &id, reason.as_deref(), now).await?
                 }
                 _ => return Err(no_route(request.uri().path())),
@@ -170,22 +173,22 @@ fn parse_id(text: &str) -> Result<RequestId, ApiError> {
     RequestId::parse(text).map_err(ApiError::from)
 }
 
-/// The optional body of a deny: `{"reason": "..."}`.
-fn deny_reason(body: &Bytes) -> Result<Option<String>, ApiError> {
+/// The optional body of an approve or a deny: `{"reason": "..."}`.
+fn decision_reason(body: &Bytes) -> Result<Option<String>, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct DenyBody {
+    struct DecisionBody {
         reason: Option<String>,
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     let body = check_body(body)?;
-    let parsed: DenyBody = serde_json::from_slice(body).map_err(|e| {
+    let parsed: DecisionBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             400,
             "InvalidBody",
-            format!("the body of a deny is {{\"reason\": \"...\"}} or empty: {e}"),
+            format!("the body of an approve or a deny is {{\"reason\": \"...\"}} or empty: {e}"),
         )
     })?;
     Ok(parsed.reason)

@@ -27,7 +27,7 @@ pub use message::{
     revoke_pending, status,
 };
 pub use post::{POST_TIMEOUT, check_response_url, post_response, response_client};
-pub use resolve::resolve_vm;
+pub use resolve::{is_full_id, resolve_among, resolve_vm};
 pub use signature::{MAX_SKEW, SignatureError, SigningSecret, verify};
 
 /// `text` cut to `max` characters with an ellipsis, so that what a person

@@ -13,13 +13,28 @@ const MAX_LISTED: usize = 10;
 /// EC2 ids are). The error says how to name the VM; it lists VMs only when
 /// the name is ambiguous, and then only those the name matched.
 pub fn resolve_vm(reference: &str, policies: &[Policy]) -> Result<VmId, String> {
+    resolve_among(
+        reference,
+        policies.iter().map(Policy::vm),
+        "no VM with JIT access enabled",
+    )
+}
+
+/// [`resolve_vm`] among any `candidates` (the CLI's: the VMs it may
+/// request, or every VM listed); `none` begins the message for a name that
+/// matches none of them ("no VM with JIT access enabled").
+pub fn resolve_among<'a>(
+    reference: &str,
+    candidates: impl IntoIterator<Item = &'a VmId>,
+    none: &str,
+) -> Result<VmId, String> {
     let reference = reference.trim();
-    if reference.starts_with("arn:") || reference.starts_with('/') {
+    if is_full_id(reference) {
         return VmId::parse(reference).map_err(|e| e.to_string());
     }
     let wanted = reference.to_ascii_lowercase();
     let mut found: Vec<&VmId> = Vec::new();
-    for vm in policies.iter().map(Policy::vm) {
+    for vm in candidates {
         if matches(vm, &wanted) && !found.contains(&vm) {
             found.push(vm);
         }
@@ -27,7 +42,7 @@ pub fn resolve_vm(reference: &str, policies: &[Policy]) -> Result<VmId, String> 
     match found.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(format!(
-            "no VM with JIT access enabled is called `{}`; name it by its EC2 instance id \
+            "{none} is called `{}`; name it by its EC2 instance id \
              (such as i-0abc123def4567890), its Azure VM name or resourceGroup/name, \
              or its full instance ARN or Azure resource id",
             shorten(reference)
@@ -49,6 +64,13 @@ pub fn resolve_vm(reference: &str, policies: &[Policy]) -> Result<VmId, String> 
             ))
         }
     }
+}
+
+/// Whether `reference` is a full id (an instance ARN or an Azure resource
+/// id), which needs no list of VMs to resolve.
+pub fn is_full_id(reference: &str) -> bool {
+    let r = reference.trim();
+    r.starts_with("arn:") || r.starts_with('/')
 }
 
 fn matches(vm: &VmId, wanted: &str) -> bool {
