@@ -52,7 +52,12 @@ pub enum Command {
     /// Close a request's rules now (or withdraw a pending request).
     Revoke { id: String },
     /// Approve a request waiting for you.
-    Approve { id: String },
+    Approve {
+        id: String,
+        /// Why (kept in the request's history).
+        #[arg(short = 'm', long = "message", value_name = "REASON")]
+        reason: Option<String>,
+    },
     /// Deny a request waiting for you.
     Deny {
         id: String,
@@ -115,7 +120,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub pending: bool,
     /// At most this many (1-200).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=200))]
     pub limit: u16,
     /// The next page: the token a previous page ended with.
     #[arg(long, value_name = "TOKEN", conflicts_with = "pending")]

@@ -1,8 +1,10 @@
 //! The one way this tool talks to the API: a bounded HTTP call,
 //! authenticated as configured, whose error answers become [`CliError::Api`].
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, Url};
@@ -37,8 +39,8 @@ impl Answer {
             return Ok(Value::Null);
         }
         serde_json::from_str(&self.body).map_err(|e| {
-            CliError::Unreachable(format!(
-                "the API answered {} with no JSON: {e}",
+            CliError::Unexpected(format!(
+                "the API answered {} with no JSON ({e}); is the endpoint jitvm's API?",
                 self.status
             ))
         })
@@ -49,8 +51,43 @@ enum Authenticator {
     Bearer(String),
     SigV4 {
         credentials: SharedCredentialsProvider,
+        /// The credentials last found, kept until they near their expiry:
+        /// a role or SSO profile is not asked again for every call.
+        cached: Mutex<Option<Credentials>>,
         region: String,
     },
+}
+
+/// Credentials this close to their expiry are fetched again.
+const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+impl Authenticator {
+    /// The credentials to sign with, from the cache while they last.
+    async fn credentials(
+        credentials: &SharedCredentialsProvider,
+        cached: &Mutex<Option<Credentials>>,
+    ) -> Result<Credentials, CliError> {
+        let fresh = |c: &Credentials| {
+            c.expiry()
+                .is_none_or(|at| at > SystemTime::now() + REFRESH_BEFORE)
+        };
+        if let Some(c) = cached.lock().ok().and_then(|c| c.clone()).filter(fresh) {
+            return Ok(c);
+        }
+        let found = tokio::time::timeout(CALL_TIMEOUT, credentials.provide_credentials())
+            .await
+            .map_err(|_| {
+                CliError::Config(format!(
+                    "finding AWS credentials took longer than {} s",
+                    CALL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| CliError::Config(format!("no AWS credentials to sign with: {e}")))?;
+        if let Ok(mut slot) = cached.lock() {
+            *slot = Some(found.clone());
+        }
+        Ok(found)
+    }
 }
 
 impl Api {
@@ -100,11 +137,10 @@ impl Api {
             Authenticator::Bearer(token) => req = req.bearer_auth(token),
             Authenticator::SigV4 {
                 credentials,
+                cached,
                 region,
             } => {
-                let creds = credentials.provide_credentials().await.map_err(|e| {
-                    CliError::Config(format!("no AWS credentials to sign with: {e}"))
-                })?;
+                let creds = Authenticator::credentials(credentials, cached).await?;
                 let headers = sigv4::signing_headers(
                     method.as_str(),
                     url.as_str(),
@@ -162,7 +198,13 @@ pub fn segment(text: &str) -> String {
 }
 
 async fn sigv4_authenticator(region: Option<String>) -> Result<Authenticator, CliError> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    // STS, SSO and IMDS calls of the credential chain are bounded too.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_timeout(CALL_TIMEOUT)
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r));
     }
@@ -177,6 +219,7 @@ async fn sigv4_authenticator(region: Option<String>) -> Result<Authenticator, Cl
     })?;
     Ok(Authenticator::SigV4 {
         credentials,
+        cached: Mutex::new(None),
         region,
     })
 }

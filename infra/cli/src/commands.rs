@@ -3,14 +3,15 @@
 use std::io::Write;
 use std::path::Path;
 
-use jitvm_core::VmId;
+use jitvm_core::slack::{is_full_id, resolve_among};
+use jitvm_core::{Principal, VmId};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::{AuditArgs, Command, ListArgs, Output, PolicyAction, RequestArgs};
 use crate::client::{Api, segment};
 use crate::error::CliError;
-use crate::{resolve, show, wait};
+use crate::{note, show, wait};
 
 /// Runs `command` against `api`, printing as `output` says.
 pub async fn run(api: &Api, command: Command, output: Output) -> Result<(), CliError> {
@@ -45,7 +46,10 @@ pub async fn run(api: &Api, command: Command, output: Output) -> Result<(), CliE
         }
         Command::List(args) => list(api, args, out).await,
         Command::Revoke { id } => act(api, &id, "revoke", None, out).await,
-        Command::Approve { id } => act(api, &id, "approve", None, out).await,
+        Command::Approve { id, reason } => {
+            let body = reason.map(|r| json!({"reason": r}));
+            act(api, &id, "approve", body, out).await
+        }
         Command::Deny { id, reason } => {
             let body = reason.map(|r| json!({"reason": r}));
             act(api, &id, "deny", body, out).await
@@ -73,7 +77,7 @@ impl Printer {
 
 /// Writes to stdout; a closed pipe (`jitvm list | head`) is not an error
 /// worth a message.
-fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -104,21 +108,57 @@ async fn principal(api: &Api) -> Result<String, CliError> {
         .ok_or_else(|| CliError::Unreachable("whoami answered without a principal".into()))
 }
 
-/// The VM `reference` names: a full id as it is, a short name looked up in
-/// `GET /v1/vms`.
-pub async fn vm_named(api: &Api, reference: &str) -> Result<VmId, CliError> {
-    if resolve::is_full_id(reference) {
-        return resolve::resolve(reference, &[]).map_err(CliError::Usage);
+/// Which VMs a short name is looked for among.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Among {
+    /// Those the caller may request access to (`GET /v1/whoami`, which
+    /// reads the policies only).
+    Requestable,
+    /// Those with JIT enabled, as the Slack command resolves names.
+    Configured,
+    /// Every VM `GET /v1/vms` lists, for a policy not written yet.
+    Listed,
+}
+
+/// The VM `reference` names: a full id as it is, a short name looked up
+/// among the VMs `among` says, by the Slack command's rules
+/// (`jitvm_core::slack::resolve_among`).
+pub async fn vm_named(api: &Api, reference: &str, among: Among) -> Result<VmId, CliError> {
+    if is_full_id(reference) {
+        return resolve_among(reference, [], "").map_err(CliError::Usage);
     }
-    let listed = api.json(Method::GET, "/v1/vms", &[], None).await?;
-    let ids: Vec<VmId> = listed["value"]
+    let none = match among {
+        Among::Requestable => "no VM you may request access to",
+        Among::Configured => "no VM with JIT access enabled",
+        Among::Listed => "no VM",
+    };
+    let listed = match among {
+        Among::Requestable => {
+            let me = api.json(Method::GET, "/v1/whoami", &[], None).await?;
+            me["requesterOf"].clone()
+        }
+        Among::Configured | Among::Listed => {
+            let vms = api.json(Method::GET, "/v1/vms", &[], None).await?;
+            let keep = |vm: &&Value| among == Among::Listed || vm["status"] == "Configured";
+            let ids: Vec<Value> = vms["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(keep)
+                .map(|vm| vm["id"].clone())
+                .collect();
+            Value::Array(ids)
+        }
+    };
+    let candidates: Vec<VmId> = listed
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|vm| vm["id"].as_str())
+        .filter_map(Value::as_str)
         .filter_map(|id| VmId::parse(id).ok())
         .collect();
-    resolve::resolve(reference, &ids).map_err(CliError::Usage)
+    resolve_among(reference, &candidates, none)
+        .map_err(|e| CliError::Usage(format!("{e} (`jitvm vms` lists the VMs)")))
 }
 
 /// A VM id as the rest of a path: written as it is (API Gateway decodes
@@ -129,8 +169,13 @@ fn vm_path(vm: &VmId) -> String {
 
 async fn request(api: &Api, args: RequestArgs, out: Printer) -> Result<(), CliError> {
     let wait_limit = parse_duration(&args.wait_timeout, "--wait-timeout")?;
-    let vm = vm_named(api, &args.vm).await?;
-    let body = initiate_body(&vm, &args)?;
+    if wait_limit > MAX_WAIT {
+        return Err(CliError::usage("--wait-timeout is at most 24h"));
+    }
+    // The window is checked before anything is asked of the API.
+    let window = window(&args)?;
+    let vm = vm_named(api, &args.vm, Among::Requestable).await?;
+    let body = initiate_body(&vm, &args, window.as_ref())?;
     let record = api
         .json(Method::POST, "/v1/requests", &[], Some(&body))
         .await?;
@@ -171,24 +216,37 @@ fn connect_table(r: &Value) -> String {
     )
 }
 
-/// The body of `POST /v1/requests`, in the shape of Azure's initiate call.
-pub fn initiate_body(vm: &VmId, args: &RequestArgs) -> Result<Value, CliError> {
-    let window = match (&args.duration, &args.until) {
+/// The longest `--wait-timeout`.
+const MAX_WAIT: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// The window `--for` or `--until` asks for, as the port field that says it.
+pub fn window(args: &RequestArgs) -> Result<Option<(&'static str, Value)>, CliError> {
+    Ok(match (&args.duration, &args.until) {
         (Some(d), _) => Some(("duration", json!(parse_duration(d, "--for")?.to_string()))),
-        (None, Some(t)) => {
-            let at: jiff::Timestamp = t.parse().map_err(|e| {
-                CliError::usage(format!("--until `{t}` is not an RFC 3339 time: {e}"))
-            })?;
-            Some(("endTimeUtc", json!(at)))
-        }
+        (None, Some(t)) => Some(("endTimeUtc", json!(parse_time(t, "--until")?))),
         (None, None) => None,
-    };
+    })
+}
+
+/// An RFC 3339 time given as `flag`.
+fn parse_time(text: &str, flag: &str) -> Result<jiff::Timestamp, CliError> {
+    text.trim()
+        .parse()
+        .map_err(|e| CliError::usage(format!("{flag} `{text}` is not an RFC 3339 time: {e}")))
+}
+
+/// The body of `POST /v1/requests`, in the shape of Azure's initiate call.
+pub fn initiate_body(
+    vm: &VmId,
+    args: &RequestArgs,
+    window: Option<&(&'static str, Value)>,
+) -> Result<Value, CliError> {
     let ports: Vec<Value> = args
         .ports
         .iter()
         .map(|n| {
             let mut p = json!({"number": n});
-            if let Some((key, value)) = &window {
+            if let Some((key, value)) = window {
                 p[*key] = value.clone();
             }
             // Without --from the source is left to the API, which uses the
@@ -230,17 +288,21 @@ async fn act(
         .json(Method::POST, &request_path(id, verb), &[], body.as_ref())
         .await?;
     if let Some(warning) = v.get("warning").and_then(Value::as_str) {
-        eprintln!("warning: {warning}");
+        note(&format!("warning: {warning}"));
     }
     out.print(&v, show::record)
 }
 
 async fn list(api: &Api, args: ListArgs, out: Printer) -> Result<(), CliError> {
     let vm = match &args.vm {
-        Some(reference) => Some(vm_named(api, reference).await?.to_string()),
+        Some(reference) => Some(
+            vm_named(api, reference, Among::Configured)
+                .await?
+                .to_string(),
+        ),
         None => None,
     };
-    let limit = args.limit.clamp(1, 200).to_string();
+    let limit = args.limit.to_string();
     if args.pending {
         let v = pending(api, vm.as_deref(), &limit).await?;
         return out.print(&v, list_table);
@@ -258,7 +320,7 @@ async fn list(api: &Api, args: ListArgs, out: Printer) -> Result<(), CliError> {
     let v = api.json(Method::GET, "/v1/requests", &query, None).await?;
     out.print(&v, list_table)?;
     if let (Output::Table, Some(token)) = (out.0, v["nextToken"].as_str()) {
-        eprintln!("more: add --next-token {token}");
+        note(&format!("more: add --next-token {token}"));
     }
     Ok(())
 }
@@ -268,7 +330,18 @@ async fn list(api: &Api, args: ListArgs, out: Printer) -> Result<(), CliError> {
 /// other than their own.
 async fn pending(api: &Api, only: Option<&str>, limit: &str) -> Result<Value, CliError> {
     let me = api.json(Method::GET, "/v1/whoami", &[], None).await?;
-    let principal = me["principal"].as_str().unwrap_or_default().to_owned();
+    // One's own requests are not for one to approve, by the API's own
+    // notion of one identity (a role and its sessions, say).
+    let principal = me["principal"]
+        .as_str()
+        .and_then(|p| Principal::parse(p).ok())
+        .ok_or_else(|| CliError::Unreachable("whoami answered without a principal".into()))?;
+    let mine = |r: &Value| {
+        r["requestor"]
+            .as_str()
+            .and_then(|p| Principal::parse(p).ok())
+            .is_some_and(|p| p.same_identity(&principal))
+    };
     let mut found = Vec::new();
     for vm in me["approverOf"]
         .as_array()
@@ -292,32 +365,32 @@ async fn pending(api: &Api, only: Option<&str>, limit: &str) -> Result<Value, Cl
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|r| {
-                    r["status"] == "PendingApproval" && r["requestor"] != principal.as_str()
-                })
+                .filter(|r| r["status"] == "PendingApproval" && !mine(r))
                 .cloned(),
         );
     }
+    // Newest first, across VMs.
+    found.sort_by(|a, b| b["startTimeUtc"].as_str().cmp(&a["startTimeUtc"].as_str()));
     Ok(json!({"value": found}))
 }
 
 async fn policy(api: &Api, action: PolicyAction, out: Printer) -> Result<(), CliError> {
     match action {
         PolicyAction::Get { vm } => {
-            let vm = vm_named(api, &vm).await?;
+            let vm = vm_named(api, &vm, Among::Configured).await?;
             let v = api.json(Method::GET, &vm_path(&vm), &[], None).await?;
             out.print(&v, show::policy)
         }
         PolicyAction::Put { vm, file } => {
             let document = read_policy(&file)?;
-            let vm = vm_named(api, &vm).await?;
+            let vm = vm_named(api, &vm, Among::Listed).await?;
             let v = api
                 .json(Method::PUT, &vm_path(&vm), &[], Some(&document))
                 .await?;
             out.print(&v, show::policy)
         }
         PolicyAction::Delete { vm } => {
-            let vm = vm_named(api, &vm).await?;
+            let vm = vm_named(api, &vm, Among::Configured).await?;
             api.call(Method::DELETE, &vm_path(&vm), &[], None).await?;
             let v = json!({"vm": vm.to_string(), "deleted": true});
             out.print(&v, |v| {
@@ -366,14 +439,16 @@ async fn audit(api: &Api, args: AuditArgs) -> Result<(), CliError> {
     let mut query = Vec::new();
     for (key, value) in [("since", &args.since), ("until", &args.until)] {
         if let Some(t) = value {
-            let at: jiff::Timestamp = t.parse().map_err(|e| {
-                CliError::usage(format!("--{key} `{t}` is not an RFC 3339 time: {e}"))
-            })?;
-            query.push((key, at.to_string()));
+            query.push((key, parse_time(t, &format!("--{key}"))?.to_string()));
         }
     }
     if let Some(reference) = &args.vm {
-        query.push(("vm", vm_named(api, reference).await?.to_string()));
+        query.push((
+            "vm",
+            vm_named(api, reference, Among::Configured)
+                .await?
+                .to_string(),
+        ));
     }
     let csv = api
         .call(Method::GET, "/v1/audit.csv", &query, None)
@@ -384,7 +459,10 @@ async fn audit(api: &Api, args: AuditArgs) -> Result<(), CliError> {
             std::fs::write(path, csv.as_bytes())
                 .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display())))?;
             let lines = csv.lines().count().saturating_sub(1);
-            eprintln!("{lines} audit lines written to {}", path.display());
+            note(&format!(
+                "{lines} audit lines written to {}",
+                path.display()
+            ));
             Ok(())
         }
         None => write_stdout(csv.as_bytes()),
@@ -411,24 +489,22 @@ mod tests {
     #[test]
     fn the_body_has_azure_s_initiate_shape() {
         let vm = VmId::parse("arn:aws:ec2:us-east-1:123456789012:instance/i-0abc1234").unwrap();
-        let body = initiate_body(&vm, &args(Some("1h30m"), None, None)).unwrap();
+        let asked = args(Some("1h30m"), None, None);
+        let body = initiate_body(&vm, &asked, window(&asked).unwrap().as_ref()).unwrap();
         assert_eq!(
             body,
             json!({"virtualMachines": [{"id": vm.to_string(), "ports": [
                 {"number": 22, "duration": "PT1H30M"}, {"number": 3389, "duration": "PT1H30M"}]}],
                 "justification": "fix"})
         );
-        let body = initiate_body(
-            &vm,
-            &args(None, Some("2030-01-01T10:00:00+01:00"), Some("10.0.0.0/24")),
-        )
-        .unwrap();
+        let asked = args(None, Some("2030-01-01T10:00:00+01:00"), Some("10.0.0.0/24"));
+        let body = initiate_body(&vm, &asked, window(&asked).unwrap().as_ref()).unwrap();
         assert_eq!(
             body["virtualMachines"][0]["ports"][0],
             json!({"number": 22, "endTimeUtc": "2030-01-01T09:00:00Z", "allowedSourceAddressPrefix": "10.0.0.0/24"})
         );
-        assert!(initiate_body(&vm, &args(Some("soon"), None, None)).is_err());
-        assert!(initiate_body(&vm, &args(Some("0s"), None, None)).is_err());
+        assert!(window(&args(Some("soon"), None, None)).is_err());
+        assert!(window(&args(Some("0s"), None, None)).is_err());
         assert_eq!(parse_duration("PT15M", "--for").unwrap().as_secs(), 900);
     }
 

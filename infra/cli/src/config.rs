@@ -112,9 +112,17 @@ fn resolve(file: FileConfig, o: &Overrides) -> Result<Config, CliError> {
         .or(file.auth)
         .unwrap_or_else(|| if token.is_some() { "bearer" } else { "sigv4" }.into());
     let auth = match kind.trim().to_ascii_lowercase().as_str() {
-        "bearer" => Auth::Bearer(token.ok_or_else(|| {
-            CliError::Config("auth is bearer but no token: set `token` or JITVM_TOKEN".into())
-        })?),
+        "bearer" => {
+            // A bearer token is a password: only over TLS, or on this machine.
+            if endpoint.starts_with("http://") && !loopback(&endpoint) {
+                return Err(CliError::Config(format!(
+                    "the endpoint `{endpoint}` is plain http: a bearer token goes only to https:// or to this machine (127.0.0.1, localhost)"
+                )));
+            }
+            Auth::Bearer(token.ok_or_else(|| {
+                CliError::Config("auth is bearer but no token: set `token` or JITVM_TOKEN".into())
+            })?)
+        }
         "sigv4" => Auth::SigV4 { region },
         other => {
             return Err(CliError::Config(format!(
@@ -123,6 +131,20 @@ fn resolve(file: FileConfig, o: &Overrides) -> Result<Config, CliError> {
         }
     };
     Ok(Config { endpoint, auth })
+}
+
+/// Whether an `http://` endpoint is on this machine.
+fn loopback(endpoint: &str) -> bool {
+    let rest = endpoint.trim_start_matches("http://");
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 #[cfg(test)]
@@ -162,11 +184,25 @@ mod tests {
         let err = resolve(FileConfig::default(), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("JITVM_ENDPOINT"), "{err}");
         let err = resolve(
-            file("endpoint = \"http://x\"\nauth = \"bearer\""),
+            file("endpoint = \"http://127.0.0.1:8080\"\nauth = \"bearer\""),
             &Overrides::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("JITVM_TOKEN"), "{err}");
+        for remote in [
+            "http://api.example",
+            "http://127.0.0.1.example.com",
+            "http://localhost@evil",
+        ] {
+            let err = resolve(
+                file(&format!(
+                    "endpoint = \"{remote}\"\ntoken = \"secret-token\""
+                )),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("plain http"), "{remote}: {err}");
+        }
         let err = resolve(file("endpoint = \"ftp://x\""), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("not an http"), "{err}");
         assert!(toml::from_str::<FileConfig>("endpont = \"x\"").is_err());

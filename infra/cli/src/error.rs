@@ -27,7 +27,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   2  usage: bad arguments, an unreadable file, a VM name that names no VM or several
   3  --wait: the request was denied, a port failed or was revoked, or the wait timed out
   4  the API could not be reached, timed out, or failed (5xx)
-  5  configuration or credentials missing or invalid";
+  5  configuration or credentials missing or invalid (including a 401, or a 403 from
+     API Gateway itself for a signature it does not accept)";
 
 /// One failure of a command, shown as one line (or a few) on stderr.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,9 @@ pub enum CliError {
     /// `--wait` ended without every port open.
     #[error("{0}")]
     NotGranted(String),
+    /// An answer that is not the API's (a proxy's page, another service).
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 impl CliError {
@@ -58,7 +62,15 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Api { status, .. } if *status >= 500 => exit::UNAVAILABLE,
+            // The credentials were not taken: a token unknown or expired
+            // (401), or API Gateway's own 403 for a SigV4 signature (its
+            // answers lack the API's error envelope).
+            CliError::Api { status: 401, .. } => exit::CONFIG,
+            CliError::Api {
+                status: 403, code, ..
+            } if code == "Http403" => exit::CONFIG,
             CliError::Api { .. } => exit::REFUSED,
+            CliError::Unexpected(_) => exit::UNAVAILABLE,
             CliError::Unreachable(_) => exit::UNAVAILABLE,
             CliError::Usage(_) => exit::USAGE,
             CliError::Config(_) => exit::CONFIG,
@@ -86,6 +98,13 @@ mod tests {
         assert_eq!(api(403).exit_code(), exit::REFUSED);
         assert_eq!(api(404).exit_code(), exit::REFUSED);
         assert_eq!(api(502).exit_code(), exit::UNAVAILABLE);
+        assert_eq!(api(401).exit_code(), exit::CONFIG);
+        let gateway = CliError::Api {
+            status: 403,
+            code: "Http403".into(),
+            message: "The security token included in the request is expired".into(),
+        };
+        assert_eq!(gateway.exit_code(), exit::CONFIG);
         assert_eq!(api(403).to_string(), "X (403): m");
         assert_eq!(
             CliError::NotGranted("denied".into()).exit_code(),

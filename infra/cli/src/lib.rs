@@ -7,7 +7,6 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod resolve;
 pub mod show;
 pub mod sigv4;
 pub mod table;
@@ -36,8 +35,13 @@ pub fn main_exit() -> i32 {
         }
     };
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "jitvm", &mut std::io::stdout());
-        return exit::OK;
+        // Written in one go, so a closed pipe is no panic.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "jitvm", &mut script);
+        return match commands::write_stdout(&script) {
+            Ok(()) => exit::OK,
+            Err(e) => e.exit_code(),
+        };
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -45,17 +49,23 @@ pub fn main_exit() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("jitvm: cannot start: {e}");
+            note(&format!("jitvm: cannot start: {e}"));
             return exit::CONFIG;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("jitvm: {e}");
+            note(&format!("jitvm: {e}"));
             e.exit_code()
         }
     }
+}
+
+/// One line on stderr; a closed stderr is no reason to panic.
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {

@@ -88,16 +88,26 @@ pub fn vms(v: &Value) -> String {
     )
 }
 
+/// A port's reason, with the cloud's error code and the message when there
+/// are: `Error: SecurityRuleCountLimitReached: the NSG is full`.
+pub fn port_reason(p: &Value) -> String {
+    let mut reason = cell(&p["statusReason"]);
+    for key in ["errorCode", "message"] {
+        if let Some(text) = p[key].as_str().filter(|t| !t.is_empty()) {
+            reason.push_str(": ");
+            reason.push_str(text);
+        }
+    }
+    reason
+}
+
 /// Request records as one row per port.
 pub fn records<'a>(records: impl IntoIterator<Item = &'a Value>) -> String {
     let mut rows = Vec::new();
     for r in records {
         for vm in r["virtualMachines"].as_array().into_iter().flatten() {
             for p in vm["ports"].as_array().into_iter().flatten() {
-                let reason = match (cell(&p["statusReason"]), p.get("message")) {
-                    (reason, Some(Value::String(m))) if !m.is_empty() => format!("{reason}: {m}"),
-                    (reason, _) => reason,
-                };
+                let reason = port_reason(p);
                 rows.push(vec![
                     cell(&r["id"]),
                     cell(&r["status"]),

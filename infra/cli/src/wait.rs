@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::client::{Api, segment};
 use crate::error::CliError;
-use crate::show::cell;
+use crate::error::CliError as Failure;
+use crate::show::{cell, port_reason};
 
 /// How often the request is read again while it is not settled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -49,15 +50,11 @@ pub fn verdict(r: &Value) -> Verdict {
     for p in &ports {
         let status = p["status"].as_str().unwrap_or("");
         if status == "Failed" || status == "Revoked" {
-            let message = p["message"]
-                .as_str()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
             return Verdict::Refused(format!(
-                "request {id}: port {} {} ({}){message}",
+                "request {id}: port {} {} ({})",
                 cell(&p["number"]),
                 status.to_ascii_lowercase(),
-                cell(&p["statusReason"]),
+                port_reason(p),
             ));
         }
     }
@@ -87,22 +84,32 @@ pub fn progress(r: &Value) -> String {
 /// Reads request `id` until it settles or `limit` passes; progress goes to
 /// stderr. The last record read, once every port is open.
 pub async fn until_open(api: &Api, id: &str, limit: Duration) -> Result<Value, CliError> {
-    let deadline = Instant::now() + limit;
+    // A limit too far to add is no limit (the CLI caps it at 24 h anyway).
+    let deadline = Instant::now().checked_add(limit);
     let path = format!("/v1/requests/{}", segment(id));
     let mut shown = String::new();
     loop {
-        let r = api.json(Method::GET, &path, &[], None).await?;
-        let line = progress(&r);
-        if line != shown {
-            eprintln!("{line}");
-            shown = line;
-        }
-        match verdict(&r) {
-            Verdict::Open => return Ok(r),
-            Verdict::Refused(why) => return Err(CliError::NotGranted(why)),
-            Verdict::Waiting => {}
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match api.json(Method::GET, &path, &[], None).await {
+            Ok(r) => match verdict(&r) {
+                Verdict::Open => {
+                    show_once(&mut shown, progress(&r));
+                    return Ok(r);
+                }
+                Verdict::Refused(why) => {
+                    show_once(&mut shown, progress(&r));
+                    return Err(CliError::NotGranted(why));
+                }
+                Verdict::Waiting => progress(&r),
+            },
+            // The request is on its way whatever a moment of the API's
+            // says: keep asking until the deadline.
+            Err(e) if passing(&e) => format!("request {id}: still asking ({e})"),
+            Err(e) => return Err(e),
+        };
+        show_once(&mut shown, line);
+        let left = deadline.map_or(POLL_INTERVAL, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         if left.is_zero() {
             return Err(CliError::NotGranted(format!(
                 "gave up waiting after {} s; {shown} (`jitvm status {id}` to look again)",
@@ -110,6 +117,23 @@ pub async fn until_open(api: &Api, id: &str, limit: Duration) -> Result<Value, C
             )));
         }
         tokio::time::sleep(POLL_INTERVAL.min(left)).await;
+    }
+}
+
+/// Prints `line` on stderr unless it is what was shown last.
+fn show_once(shown: &mut String, line: String) {
+    if *shown != line {
+        crate::note(&line);
+        *shown = line;
+    }
+}
+
+/// A failure that may pass: no answer, a 5xx, or throttling (429).
+fn passing(e: &Failure) -> bool {
+    match e {
+        Failure::Unreachable(_) => true,
+        Failure::Api { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
     }
 }
 
@@ -146,11 +170,12 @@ mod tests {
             verdict(&rec("PendingApproval", json!([opening]))),
             Verdict::Waiting
         );
-        let failed =
-            json!({"number": 22, "status": "Failed", "statusReason": "Error", "message": "boom"});
+        let failed = json!({"number": 22, "status": "Failed", "statusReason": "Error", "errorCode": "SecurityRuleCountLimitReached", "message": "boom"});
         assert_eq!(
             verdict(&rec("Approved", json!([open, failed]))),
-            Verdict::Refused("request r1: port 22 failed (Error): boom".into())
+            Verdict::Refused(
+                "request r1: port 22 failed (Error: SecurityRuleCountLimitReached: boom)".into()
+            )
         );
         let mut denied = rec(
             "Denied",

@@ -292,10 +292,27 @@ async fn pending_approve_and_deny_with_wait() {
         .ok()
         .json();
     assert_eq!(own["value"], json!([]), "alice approves nothing");
-    jitvm(&stack, BOB, &["approve", &id]).await.ok();
+    jitvm(&stack, BOB, &["approve", &id, "-m", "change CHG-42"])
+        .await
+        .ok();
     let run = waiting.await.expect("the waiting run");
     let run = run.ok();
     assert!(run.stdout.contains("198.51.100.7"), "{}", run.stdout);
+    // The approver's reason is in the request's history.
+    let record = jitvm(&stack, ALICE, &["status", &id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let said = record["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["message"].as_str())
+        .collect::<Vec<_>>();
+    assert!(
+        said.contains(&"approved by local:bob: change CHG-42"),
+        "{said:?}"
+    );
 
     // Denied while she waits: exit 3 with the approver's reason.
     let waiting = tokio::spawn({
@@ -373,8 +390,9 @@ async fn errors_exit_with_the_api_s_code_and_message() {
     let vm = stack.instance(&[]).await;
     enable(&stack, &vm.arn, policy(&["local:alice"], &[])).await;
 
+    // A token the API does not know is a configuration problem: exit 5.
     let run = jitvm(&stack, "wrong-token", &["whoami"]).await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 5, "{}", run.stderr);
     assert!(
         run.stderr.starts_with("jitvm: ") && run.stderr.contains("(401)"),
         "{}",
@@ -413,11 +431,31 @@ async fn errors_exit_with_the_api_s_code_and_message() {
         let run = jitvm(&stack, ALICE, &bad).await;
         assert_eq!(run.code, 2, "{bad:?}: {}", run.stderr);
     }
-    for run in [
-        jitvm(&stack, ALICE, &["status", "no-such-request"]).await,
-        jitvm(&stack, "wrong-token", &["vms"]).await,
+    for (run, code) in [
+        (
+            jitvm(&stack, ALICE, &["status", "no-such-request"]).await,
+            1,
+        ),
+        (jitvm(&stack, "wrong-token", &["vms"]).await, 5),
+        (jitvm(&stack, ALICE, &["list", "--limit", "500"]).await, 2),
+        (
+            jitvm(
+                &stack,
+                ALICE,
+                &[
+                    "request",
+                    &vm.arn,
+                    "22",
+                    "--wait",
+                    "--wait-timeout",
+                    "2562047788015215h",
+                ],
+            )
+            .await,
+            2,
+        ),
     ] {
-        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert_eq!(run.code, code, "{}", run.stderr);
         assert!(
             !run.stderr.contains("panicked") && !run.stderr.contains(" { "),
             "{}",
@@ -585,17 +623,11 @@ async fn azure_vms_are_named_by_name_or_group_and_name() {
     )
     .await
     .ok();
+    // Among the VMs alice may ask for, web-1 is one: named as Slack names it.
     let run = jitvm(
         &stack,
         ALICE,
-        &[
-            "request",
-            "rg-cli/web-1",
-            "22",
-            "--from",
-            "198.51.100.7",
-            "--wait",
-        ],
+        &["request", "web-1", "22", "--from", "198.51.100.7", "--wait"],
     )
     .await
     .ok();
