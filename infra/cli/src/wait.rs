@@ -11,7 +11,9 @@ use crate::error::CliError;
 use crate::error::CliError as Failure;
 use crate::show::{cell, port_reason};
 
-/// How often the request is read again while it is not settled.
+/// How often the request is read again while it is not settled: soon at
+/// first (a grant usually opens within a second), then every second.
+pub const FIRST_POLL: Duration = Duration::from_millis(200);
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a request stands, for the waiter.
@@ -88,6 +90,7 @@ pub async fn until_open(api: &Api, id: &str, limit: Duration) -> Result<Value, C
     let deadline = Instant::now().checked_add(limit);
     let path = format!("/v1/requests/{}", segment(id));
     let mut shown = String::new();
+    let mut pause = FIRST_POLL;
     loop {
         let line = match api.json(Method::GET, &path, &[], None).await {
             Ok(r) => match verdict(&r) {
@@ -116,7 +119,8 @@ pub async fn until_open(api: &Api, id: &str, limit: Duration) -> Result<Value, C
                 limit.as_secs()
             )));
         }
-        tokio::time::sleep(POLL_INTERVAL.min(left)).await;
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(POLL_INTERVAL);
     }
 }
 
