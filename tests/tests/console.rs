@@ -41,6 +41,26 @@ async fn sign_in(browser: &Browser, base: &str, token: &str, who: &str) {
     browser.wait_text("#me", who).await;
 }
 
+/// The CSS selector of the one row of `table` whose text has `needle`.
+async fn row_with(browser: &Browser, table: &str, needle: &str) -> String {
+    let texts: Value = browser
+        .run(&format!(
+            "return Array.from(document.querySelectorAll('{table} tbody tr')).map(r => r.textContent)"
+        ))
+        .await;
+    let rows: Vec<&str> = texts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let at: Vec<usize> = (0..rows.len())
+        .filter(|i| rows[*i].contains(needle))
+        .collect();
+    assert_eq!(at.len(), 1, "{needle:?} in {table}: {rows:#?}");
+    format!("{table} tbody tr:nth-child({})", at[0] + 1)
+}
+
 /// The row of `vm` in the VM table's current tab.
 fn row(vm: &str) -> String {
     format!("#vm-table tr[data-vm=\"{vm}\"]")
@@ -163,25 +183,34 @@ async fn a_person_enables_requests_approves_revokes_and_sees_the_activity() {
     assert_eq!(opened, [only("tcp"), only("udp")]);
     browser.click("#request-dialog .close").await;
 
-    // 4. On the VM with approvers the request waits; the approver sees it,
-    //    with the justification as text, and approves.
-    browser
-        .click(&format!("{} .request-access", row(&azure)))
-        .await;
-    browser.fill("#justification", HOSTILE).await;
-    browser.click("#request-submit").await;
-    browser
-        .wait_text("#request-status", "Waiting for an approver")
-        .await;
-    browser.click("#request-dialog .close").await;
+    // 4. On the VM with approvers a request waits; the approver sees it,
+    //    with the justification as text. Alice asks twice; Bob denies one
+    //    with a reason and approves the other.
+    for justification in [HOSTILE, "second look"] {
+        browser
+            .click(&format!("{} .request-access", row(&azure)))
+            .await;
+        browser.fill("#justification", justification).await;
+        browser.click("#request-submit").await;
+        browser
+            .wait_text("#request-status", "Waiting for an approver")
+            .await;
+        browser.click("#request-dialog .close").await;
+    }
     sign_in(&browser, &base, BOB, "local:bob").await;
-    browser.wait_text("#pending-count", "1").await;
+    browser.wait_text("#pending-count", "2").await;
     browser.click("#nav-pending").await;
-    let justification = browser
-        .wait_text("#pending-table td.justification", "patching sshd")
-        .await;
-    assert_eq!(justification, HOSTILE);
+    browser.wait_text("#pending-table", "patching sshd").await;
     browser.screenshot("pending-approvals").await;
+    let second = row_with(&browser, "#pending-table", "second look").await;
+    browser.click(&format!("{second} .deny")).await;
+    browser.wait_shown("#deny-reason").await;
+    browser.fill("#deny-reason", "one is enough").await;
+    browser.click("#deny-submit").await;
+    browser.wait_text("#notice", "denied").await;
+    browser.wait_text("#pending-count", "1").await;
+    let justification = browser.text("#pending-table td.justification").await;
+    assert_eq!(justification, HOSTILE);
     browser.click("#pending-table .approve").await;
     browser.wait_text("#notice", "approved").await;
     eventually("the Azure rule opens", Duration::from_secs(30), || async {
@@ -189,33 +218,20 @@ async fn a_person_enables_requests_approves_revokes_and_sees_the_activity() {
     })
     .await;
 
-    // 5. The requester sees both open, with the time left, and revokes the
-    //    EC2 one.
+    // 5. The requester sees what is open, with the time left, and what was
+    //    denied and why; she revokes the EC2 grant.
     sign_in(&browser, &base, ALICE, "local:alice").await;
     browser.click("#nav-mine").await;
     browser.wait_text("#mine-table", "Initiated").await;
-    let remaining = browser.text("#mine-table td.remaining").await;
+    browser.wait_text("#mine-table", "one is enough").await;
+    let ec2_row = row_with(&browser, "#mine-table", instance_id).await;
+    let remaining = browser.text(&format!("{ec2_row} td.remaining")).await;
     assert!(
         remaining.contains('h') || remaining.contains('m'),
         "{remaining}"
     );
     browser.screenshot("my-requests").await;
-    let rows: Value = browser
-        .run("return Array.from(document.querySelectorAll('#mine-table tr[data-request]')).map(r => r.textContent)")
-        .await;
-    let ec2_row = rows
-        .as_array()
-        .and_then(|rows| {
-            rows.iter()
-                .position(|r| r.as_str().is_some_and(|t| t.contains(instance_id)))
-        })
-        .expect("the EC2 request is listed");
-    browser
-        .click(&format!(
-            "#mine-table tr[data-request]:nth-child({}) .revoke",
-            ec2_row + 1
-        ))
-        .await;
+    browser.click(&format!("{ec2_row} .revoke")).await;
     browser.wait_text("#notice", "revoked").await;
     eventually("the EC2 rule closes", Duration::from_secs(30), || async {
         granted_requests(&stack.ec2, &group).await.is_empty()
