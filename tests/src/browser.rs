@@ -148,15 +148,28 @@ impl Browser {
 
     /// Waits until the text of `css` contains `needle`; returns the text.
     pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        self.until(&format!("{css} to say {needle:?}"), || async {
+            let text = self.text(css).await;
+            text.contains(needle).then_some(text)
+        })
+        .await
+    }
+
+    /// Polls `check` until it gives a value, failing the test with `what`
+    /// and the page's notice after [`PAGE_WAIT`].
+    async fn until<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
         let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
-            let text = self.text(css).await;
-            if text.contains(needle) {
-                return text;
+            if let Some(found) = check().await {
+                return found;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{css} never said {needle:?}; it says {text:?} (notice: {:?})",
+                "waited {PAGE_WAIT:?} for {what} (notice: {:?})",
                 self.text("#notice").await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -173,19 +186,15 @@ impl Browser {
 
     /// Waits until `css` is in the page and shown; returns it.
     pub async fn wait_shown(&self, css: &str) -> fantoccini::elements::Element {
-        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
-        loop {
+        self.until(&format!("{css} to be shown"), || async {
             let element = self.find(css).await;
-            if element.is_displayed().await.unwrap_or(false) {
-                return element;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{css} is in the page but never shown (notice: {:?})",
-                self.text("#notice").await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            element
+                .is_displayed()
+                .await
+                .unwrap_or(false)
+                .then_some(element)
+        })
+        .await
     }
 
     /// Runs `script` in the page and returns what it returns.

@@ -85,6 +85,20 @@ fn id_of(run: &Run) -> String {
     run.json()["id"].as_str().expect("a request id").to_owned()
 }
 
+/// Alice asks for port 22 of `instance` from 198.51.100.7: the request id.
+async fn asked(stack: &Stack, instance: &str) -> String {
+    let args = [
+        "request",
+        instance,
+        "22",
+        "--from",
+        "198.51.100.7",
+        "-o",
+        "json",
+    ];
+    id_of(&jitvm(stack, ALICE, &args).await.ok())
+}
+
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir()
         .join(jitvm_tests::unique("jitvm-cli"))
@@ -209,23 +223,7 @@ async fn request_wait_opens_then_status_list_and_revoke() {
     );
 
     // Pages: the newest first, then the next page by its token.
-    let newer = id_of(
-        &jitvm(
-            &stack,
-            ALICE,
-            &[
-                "request",
-                &instance,
-                "22",
-                "--from",
-                "198.51.100.7",
-                "-o",
-                "json",
-            ],
-        )
-        .await
-        .ok(),
-    );
+    let newer = asked(&stack, &instance).await;
     let page = jitvm(
         &stack,
         ALICE,
@@ -538,23 +536,7 @@ async fn policy_put_get_delete_from_yaml_and_json() {
 async fn audit_writes_the_csv_for_admins_only() {
     let stack = Stack::start("sa-east-1").await;
     let instance = enabled_instance(&stack, policy(&["local:alice"], &[])).await;
-    let id = id_of(
-        &jitvm(
-            &stack,
-            ALICE,
-            &[
-                "request",
-                &instance,
-                "22",
-                "--from",
-                "198.51.100.7",
-                "-o",
-                "json",
-            ],
-        )
-        .await
-        .ok(),
-    );
+    let id = asked(&stack, &instance).await;
     let file = temp_file("audit.csv", "");
     let file = file.to_str().expect("a UTF-8 path");
     jitvm(&stack, ADMIN, &["audit", "--vm", &instance, "--csv", file])
