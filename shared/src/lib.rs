@@ -19,6 +19,7 @@ pub mod console;
 pub mod domain;
 pub mod expiry;
 pub mod lambda;
+pub mod notify;
 pub mod policy_fit;
 pub mod ports;
 pub mod records;
