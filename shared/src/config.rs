@@ -61,6 +61,8 @@ pub struct Settings {
     /// How the web console signs people in (`JITVM_CONSOLE_OIDC_*`, see
     /// [`crate::console::ConsoleConfig`]).
     pub console: crate::console::ConsoleConfig,
+    /// Where notices and events go (see [`crate::notify::NotifySettings`]).
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// A secret given in the environment, or the ARN of the Secrets Manager
@@ -78,6 +80,33 @@ impl std::fmt::Debug for Secret {
             Secret::Value(_) => f.write_str("Secret::Value(..)"),
             Secret::Arn(arn) => write!(f, "Secret::Arn({arn})"),
         }
+    }
+}
+
+/// The secret `name` (its value) or `name_ARN` (the Secrets Manager
+/// secret that holds it); not both.
+pub fn secret_setting(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    arn_name: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    let set = |name: &str| {
+        lookup(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    match (set(name), set(arn_name)) {
+        (Some(_), Some(_)) => Err(ConfigError {
+            name,
+            message: format!("give {name} or {arn_name}, not both"),
+        }),
+        (Some(value), None) => Ok(Some(Secret::Value(value))),
+        (None, Some(arn)) if arn.starts_with("arn:") => Ok(Some(Secret::Arn(arn))),
+        (None, Some(arn)) => Err(ConfigError {
+            name: arn_name,
+            message: format!("{arn:?} is not an ARN (arn:aws:secretsmanager:...)"),
+        }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -258,36 +287,18 @@ impl Settings {
                     "{timeout:?} is not a duration from 5 minutes to 7 days, such as PT1H or 90m"
                 ),
             })?;
-        let set = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let slack_signing_secret = match (
-            set("JITVM_SLACK_SIGNING_SECRET"),
-            set("JITVM_SLACK_SIGNING_SECRET_ARN"),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError {
-                    name: "JITVM_SLACK_SIGNING_SECRET",
-                    message: "give JITVM_SLACK_SIGNING_SECRET or JITVM_SLACK_SIGNING_SECRET_ARN, not both".into(),
-                });
-            }
-            (Some(value), None) => Some(Secret::Value(value)),
-            (None, Some(arn)) if arn.starts_with("arn:") => Some(Secret::Arn(arn)),
-            (None, Some(arn)) => {
-                return Err(ConfigError {
-                    name: "JITVM_SLACK_SIGNING_SECRET_ARN",
-                    message: format!("{arn:?} is not an ARN (arn:aws:secretsmanager:...)"),
-                });
-            }
-            (None, None) => None,
-        };
+        let slack_signing_secret = secret_setting(
+            &lookup,
+            "JITVM_SLACK_SIGNING_SECRET",
+            "JITVM_SLACK_SIGNING_SECRET_ARN",
+        )?;
         let slack_workspaces = slack_workspaces(&list, slack_signing_secret.is_some())?;
         let trusted_session_roles = session_trust(&list, &admins, &auditors)?;
         let console = crate::console::ConsoleConfig::from_lookup(&lookup)?;
+        let notify = crate::notify::NotifySettings::from_lookup(&lookup)?;
         Ok(Self {
             console,
+            notify,
             slack_workspaces,
             trusted_session_roles,
             azure,

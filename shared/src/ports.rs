@@ -469,6 +469,40 @@ pub trait ExpiryTimers: Send + Sync {
     ) -> Result<(), AdapterError>;
 }
 
+/// Where every audit event goes for other systems (an EventBridge bus).
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Puts `events` on the bus; an error when any of them did not get
+    /// there (the caller tries them all again; each carries an id).
+    async fn publish(&self, events: &[crate::notify::AuditEvent]) -> Result<(), AdapterError>;
+}
+
+/// The channels notices are posted to (Slack, Teams), behind one call.
+#[async_trait]
+pub trait NoticeChannels: Send + Sync {
+    /// Whether Slack is configured (a bot token), so Slack targets exist.
+    fn slack_on(&self) -> bool;
+    /// Posts `notice` to `target`.
+    async fn send(
+        &self,
+        target: &crate::notify::Target,
+        notice: &crate::notify::Notice,
+    ) -> Result<(), crate::notify::DeliveryError>;
+}
+
+/// The notify queue: deliveries to try again, reminders (see
+/// [`crate::notify::Job`]).
+#[async_trait]
+pub trait NotifyJobs: Send + Sync {
+    /// Puts `job` on the queue to come back after `delay` (at most
+    /// [`crate::notify::MAX_DELAY`]; longer is cut to that).
+    async fn put(
+        &self,
+        job: &crate::notify::Job,
+        delay: std::time::Duration,
+    ) -> Result<(), AdapterError>;
+}
+
 #[async_trait]
 pub trait RequestQueue: Send + Sync {
     /// Puts a request on the FIFO queue: group = VM, deduplication = id.

@@ -105,6 +105,19 @@ impl Stack {
         }
     }
 
+    /// The notify queue (retries and reminders): by URL when configured,
+    /// else looked up (and, for the local stack, created) by name.
+    pub async fn notify_jobs(
+        &self,
+        settings: &crate::config::Settings,
+    ) -> Result<sqs::SqsQueue, AdapterError> {
+        let notify = &settings.notify;
+        match &notify.queue_url {
+            Some(url) => Ok(sqs::SqsQueue::new(&self.config, url.clone())),
+            None => sqs::SqsQueue::ensure_standard(&self.config, &notify.queue).await,
+        }
+    }
+
     /// The expiry queue each grant's timer waits on: by URL when
     /// configured, else looked up (and, for the local stack, created) by
     /// name.

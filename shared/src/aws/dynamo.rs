@@ -46,7 +46,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TableStatus,
+    StreamSpecification, StreamViewType, TableStatus,
 };
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -101,7 +101,9 @@ const DAY: &str = "day";
 const PENDING: &str = "pending";
 const STATUS: &str = "status";
 const REVISION: &str = "revision";
-const RECORD: &str = "record";
+/// The attribute of a requests item that holds the record, as JSON (also
+/// in the table's stream images).
+pub const RECORD: &str = "record";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -156,7 +158,14 @@ impl DynamoStore {
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(attribute(ID)?)
             .attribute_definitions(attribute(CREATED_AT)?)
-            .key_schema(key(ID, KeyType::Hash)?);
+            .key_schema(key(ID, KeyType::Hash)?)
+            // The notify function reads every change from the stream.
+            .stream_specification(built(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build(),
+            )?);
         for (name, hash) in REQUEST_INDEXES {
             let index = GlobalSecondaryIndex::builder()
                 .index_name(name)

@@ -1,6 +1,8 @@
 //! AWS adapters: EC2 security groups as the [`Firewall`](crate::ports::Firewall),
 //! DynamoDB as the policy and request stores, SQS as the request queue and
-//! the expiry timers, Secrets Manager for secrets given by ARN.
+//! the expiry timers and notify jobs, Secrets Manager for secrets given by
+//! ARN, EventBridge for events, and the requests table's stream for the
+//! local host.
 //!
 //! Clients are built once from `aws-config`; endpoints come from the
 //! standard `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_EC2`, ...), so the same
@@ -9,8 +11,10 @@
 
 pub mod dynamo;
 pub mod ec2;
+pub mod events;
 mod secrets;
 pub mod sqs;
+pub mod streams;
 
 pub use secrets::resolve_secrets;
 

@@ -3,9 +3,10 @@
 
 use crate::ports::AdapterError;
 
-/// `settings` with the Azure client secret and the Slack signing secret
-/// read from Secrets Manager when they are given by ARN (so they are never
-/// in the function's environment).
+/// `settings` with the secrets given by ARN (the Azure client secret, the
+/// Slack signing secret and bot token, the Teams webhooks) read from
+/// Secrets Manager, so they are never in the function's environment. Each
+/// function is given only the ARNs it needs.
 pub async fn resolve_secrets(
     config: &aws_config::SdkConfig,
     settings: &crate::config::Settings,
@@ -20,6 +21,16 @@ pub async fn resolve_secrets(
     if let Some(crate::config::Secret::Arn(arn)) = &settings.slack_signing_secret {
         let secret = read_secret(config, arn, "Slack signing secret").await?;
         settings.slack_signing_secret = Some(crate::config::Secret::Value(secret));
+    }
+    let notify = &mut settings.notify;
+    for (slot, what) in [
+        (&mut notify.slack_bot_token, "Slack bot token"),
+        (&mut notify.teams_webhooks, "Teams webhooks"),
+    ] {
+        if let Some(crate::config::Secret::Arn(arn)) = slot {
+            let secret = read_secret(config, arn, what).await?;
+            *slot = Some(crate::config::Secret::Value(secret));
+        }
     }
     Ok(settings)
 }

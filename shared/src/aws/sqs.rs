@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 use super::{ATTEMPT_TIMEOUT, error_code, sdk_error};
 use crate::domain::{RequestMessage, VmId};
 use crate::expiry::{MAX_HOP, Timer};
-use crate::ports::{AdapterError, ExpiryTimers, RequestQueue};
+use crate::notify::{Job, MAX_DELAY};
+use crate::ports::{AdapterError, ExpiryTimers, NotifyJobs, RequestQueue};
 
 /// How long a received message stays hidden from other consumers: longer
 /// than a grant takes, shorter than a person waits.
@@ -291,19 +292,23 @@ impl SqsQueue {
     }
 }
 
-#[async_trait]
-impl ExpiryTimers for SqsQueue {
-    async fn arm(&self, timer: &Timer, delay: std::time::Duration) -> Result<(), AdapterError> {
-        let body = serde_json::to_string(timer).map_err(|e| {
+impl SqsQueue {
+    /// Sends `message` (as JSON) to come back after `delay`, cut to
+    /// `longest`; `what` names it in errors.
+    async fn send_later(
+        &self,
+        message: &impl serde::Serialize,
+        delay: Duration,
+        longest: Duration,
+        what: &str,
+    ) -> Result<u64, AdapterError> {
+        let body = serde_json::to_string(message).map_err(|e| {
             AdapterError::permanent(
                 "SerializationFailed",
-                format!(
-                    "the timer of {} cannot be written as JSON: {e}",
-                    timer.request_id
-                ),
+                format!("{what} cannot be written as JSON: {e}"),
             )
         })?;
-        let delay = delay.min(MAX_HOP).as_secs();
+        let delay = delay.min(longest).as_secs();
         self.client
             .send_message()
             .queue_url(&self.url)
@@ -311,13 +316,26 @@ impl ExpiryTimers for SqsQueue {
             .delay_seconds(i32::try_from(delay).unwrap_or(0))
             .send()
             .await
-            .map_err(|e| {
-                sdk_error(
-                    &format!("setting the expiry timer of {}", timer.request_id),
-                    e,
-                )
-            })?;
+            .map_err(|e| sdk_error(&format!("queueing {what}"), e))?;
+        Ok(delay)
+    }
+}
+
+#[async_trait]
+impl ExpiryTimers for SqsQueue {
+    async fn arm(&self, timer: &Timer, delay: Duration) -> Result<(), AdapterError> {
+        let what = format!("the expiry timer of {}", timer.request_id);
+        let delay = self.send_later(timer, delay, MAX_HOP, &what).await?;
         tracing::debug!(request_id = %timer.request_id, delay_secs = delay, "expiry timer set");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NotifyJobs for SqsQueue {
+    async fn put(&self, job: &Job, delay: Duration) -> Result<(), AdapterError> {
+        let delay = self.send_later(job, delay, MAX_DELAY, "a notify job").await?;
+        tracing::debug!(delay_secs = delay, "notify job queued");
         Ok(())
     }
 }

@@ -6,11 +6,38 @@
 //! record was written (from the requests table's change stream), and a
 //! channel that fails is retried later, never in the way of a grant.
 
+mod channels;
+mod events;
+mod http;
+mod job;
 mod notice;
+mod render;
+mod route;
+mod settings;
+mod slack_bot;
+mod teams;
 
-pub use notice::{Audience, Notice, NoticeKind, NoticePort, ending_soon, notices};
+pub use channels::{ChatChannels, is_webhook_name, webhooks};
+pub use events::{AuditEvent, DETAIL_TYPES, SOURCE, audit_events};
+pub use job::{Job, MAX_DELAY, retry_delay, wait_until};
+pub use notice::{Audience, Notice, NoticeKind, NoticePort, REMIND_BEFORE, ending_soon, notices};
+pub use route::{Destinations, Target, targets};
+pub use render::{slack_message, teams_message};
+pub use settings::{NotifySettings, is_conversation_id};
+pub use slack_bot::{SLACK_API, SlackBot};
+pub use teams::TeamsWebhook;
 
 use std::time::Duration;
+
+use crate::domain::RequestRecord;
+
+/// One write to the requests table, as its stream tells it: the record
+/// before (`None` when new) and after (`None` when deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordChange {
+    pub before: Option<RequestRecord>,
+    pub after: Option<RequestRecord>,
+}
 
 /// Why a notice could not be delivered, and whether trying again may help.
 /// Its text never holds a secret (a bot token, a webhook URL's path).

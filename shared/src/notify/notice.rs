@@ -221,6 +221,6 @@ fn port_of(p: &crate::domain::PortRecord) -> NoticePort {
     }
 }
 
-fn is_break_glass(_record: &RequestRecord) -> bool {
+pub(super) fn is_break_glass(_record: &RequestRecord) -> bool {
     false
 }
