@@ -246,6 +246,16 @@ impl Stack {
         tokio::spawn(Arc::clone(&self.host).run_timer_poller())
     }
 
+    /// Runs the notify function as the local host binary does, until the
+    /// handles are aborted: the requests table's stream and the notify
+    /// queue.
+    pub fn run_notifier(&self) -> [tokio::task::JoinHandle<()>; 2] {
+        [
+            tokio::spawn(Arc::clone(&self.host).run_notifier()),
+            tokio::spawn(Arc::clone(&self.host).run_notify_poller()),
+        ]
+    }
+
     /// The expire function as the host runs it, to hand timers to directly.
     pub fn expire_app(&self) -> jitvm_expire::ExpireApp<'_> {
         self.host.expire_app()

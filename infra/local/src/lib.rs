@@ -10,6 +10,9 @@
 //! - Polls the expiry queue the same way and hands each grant's timer to
 //!   the expire function's handler when it comes back.
 //! - Runs the expiry sweep every `JITVM_SWEEP_INTERVAL_SECS` (default 60).
+//! - Reads the requests table's stream and polls the notify queue, and
+//!   hands both to the notify function's handlers (events, notices,
+//!   retries, reminders).
 //! - With `JITVM_SLACK_SIGNING_SECRET`, serves the Slack app's routes
 //!   (`/v1/chatops/slack`, `/v1/chatops/slack/interactive`), which Slack
 //!   authenticates with its signature instead of a bearer token.
@@ -32,13 +35,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use jiff::Timestamp;
 use jitvm_core::api::{ApiError, Caller, MAX_BODY_BYTES, json_response};
+use jitvm_core::aws::events::EventBus;
 use jitvm_core::aws::sqs::{Received, SqsQueue};
+use jitvm_core::aws::streams::ChangeStream;
+use jitvm_core::notify::ChatChannels;
 use jitvm_core::config::{Secret, Settings};
 use jitvm_core::ports::AdapterError;
 use jitvm_core::stack::Stack;
 use jitvm_core::{Principal, PrincipalError};
 use jitvm_expire::{ExpireApp, SCOPE_DEADLINE, SweepSummary};
 use jitvm_grant::GrantApp;
+use jitvm_notify::{Defaults, NotifyApp, Tally};
 use jitvm_policy::PolicyApi;
 use jitvm_request::RequestApi;
 use jitvm_request::chatops::SlackApp;
@@ -94,6 +101,18 @@ pub struct Host {
     pub clock: Clock,
     /// The Slack app, when `JITVM_SLACK_SIGNING_SECRET` is set.
     pub slack: Option<SlackApp>,
+    /// The notify function's queue (retries, reminders), bus, channels
+    /// and counts.
+    pub notify: Notifier,
+}
+
+/// What the host's notify function uses.
+pub struct Notifier {
+    pub jobs: SqsQueue,
+    pub events: EventBus,
+    pub channels: ChatChannels,
+    pub defaults: Defaults,
+    pub tally: Tally,
 }
 
 /// What one poll of the queue did.
@@ -115,6 +134,7 @@ impl Host {
         stack.store.ensure_tables().await?;
         let queue = SqsQueue::ensure(&stack.config, &settings.request_queue).await?;
         let timers = SqsQueue::ensure_standard(&stack.config, &settings.expiry_queue).await?;
+        let notify = Notifier::start(&stack).await?;
         let slack = match &stack.settings.slack_signing_secret {
             Some(Secret::Value(secret)) => Some(
                 SlackApp::local(secret.clone(), settings.slack_workspaces.clone())
@@ -139,6 +159,7 @@ impl Host {
             tokens,
             clock,
             slack,
+            notify,
         })
     }
 
@@ -200,6 +221,86 @@ impl Host {
         }
     }
 
+    /// The notify function as the host runs it.
+    pub fn notify_app(&self) -> NotifyApp<'_> {
+        let settings = &self.stack.settings.notify;
+        NotifyApp {
+            requests: &self.stack.store,
+            policies: &self.stack.store,
+            events: &self.notify.events,
+            jobs: &self.notify.jobs,
+            channels: &self.notify.channels,
+            defaults: &self.notify.defaults,
+            retry_after: settings.retry_after,
+            attempts: settings.attempts,
+            tally: &self.notify.tally,
+        }
+    }
+
+    /// Reads the requests table's stream forever and hands each batch of
+    /// writes to the notify function, as Lambda's event source mapping
+    /// does; a batch that fails is handed over again.
+    pub async fn run_notifier(self: Arc<Self>) {
+        let table = &self.settings.requests_table;
+        let mut stream = loop {
+            match ChangeStream::open(&self.stack.config, table).await {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    tracing::error!(error = %e, "opening the requests table's stream failed");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        };
+        loop {
+            let changes = match stream.next().await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the requests table's stream failed");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if changes.is_empty() {
+                // A stream has no long polling: Lambda reads each shard
+                // about four times a second.
+                tokio::time::sleep(STREAM_POLL).await;
+                continue;
+            }
+            while let Err(e) = jitvm_notify::on_changes(&self.notify_app(), &changes, self.now()).await
+            {
+                tracing::error!(error = %e, "a batch of changes failed; handing it over again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Polls the notify queue forever (long polling, 20 s), each batch on
+    /// its own task, as the expiry queue is polled.
+    pub async fn run_notify_poller(self: Arc<Self>) {
+        loop {
+            let received = match self.notify.jobs.receive(10, 20).await {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the notify queue failed");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if received.is_empty() {
+                continue;
+            }
+            let host = Arc::clone(&self);
+            tokio::spawn(async move {
+                let response =
+                    jitvm_notify::on_jobs(&host.notify_app(), sqs_event(&received), host.now())
+                        .await;
+                if let Err(e) = settle(&host.notify.jobs, &received, &response).await {
+                    tracing::error!(error = %e, "settling a batch of notify jobs failed");
+                }
+            });
+        }
+    }
+
     /// Polls the queue forever (long polling, 20 s).
     pub async fn run_poller(self: Arc<Self>) {
         loop {
@@ -250,6 +351,29 @@ impl Host {
                 tracing::error!(error = %e, "sweep failed");
             }
         }
+    }
+}
+
+/// How often the host reads the requests table's stream.
+const STREAM_POLL: Duration = Duration::from_millis(250);
+
+impl Notifier {
+    /// The notify queue (created when missing), the bus, and the channels,
+    /// whose webhook URLs and bot token are checked now.
+    async fn start(stack: &Stack) -> Result<Self, AdapterError> {
+        let settings = &stack.settings.notify;
+        let channels = ChatChannels::from_settings(settings)
+            .map_err(|e| AdapterError::permanent("NotifySettings", e.to_string()))?;
+        Ok(Self {
+            jobs: stack.notify_jobs(&stack.settings).await?,
+            events: EventBus::new(&stack.config, &settings.event_bus),
+            channels,
+            defaults: Defaults {
+                slack: settings.default_slack.clone(),
+                teams: settings.default_teams.clone(),
+            },
+            tally: Tally::default(),
+        })
     }
 }
 

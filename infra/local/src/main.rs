@@ -50,6 +50,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     tokio::spawn(host.clone().run_poller());
     tokio::spawn(host.clone().run_timer_poller());
+    tokio::spawn(host.clone().run_notifier());
+    tokio::spawn(host.clone().run_notify_poller());
     tokio::spawn(host.clone().run_sweeper(Duration::from_secs(sweep_secs)));
     serve::serve(listener, host.router(), limits, async {
         let _ = tokio::signal::ctrl_c().await;

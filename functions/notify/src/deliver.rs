@@ -1,0 +1,186 @@
+//! Posting one notice to its channels, trying again later when a channel
+//! fails for now, and the reminder before access ends.
+
+use jiff::Timestamp;
+use jitvm_core::notify::{
+    DeliveryError, Destinations, Job, Notice, REMIND_BEFORE, Target, ending_soon, retry_delay,
+    targets, wait_until,
+};
+use jitvm_core::ports::AdapterError;
+use jitvm_core::{PortStatus, RequestId, RequestRecord, VmId};
+
+use crate::{NotifyApp, Outcome, reminds};
+
+/// The deployment's channels, for a policy that names none of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    pub slack: Option<String>,
+    pub teams: Option<String>,
+}
+
+/// Posts `notice` to each of its channels at once, and sets the reminder
+/// an opening needs. An error only when a failure could not be queued.
+pub async fn announce(
+    app: &NotifyApp<'_>,
+    notice: &Notice,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    let channels = channels_of(app, &notice.vm).await;
+    let targets = targets(notice, channels.as_destinations(), app.channels.slack_on());
+    if targets.is_empty() {
+        tracing::debug!(request_id = %notice.request_id, kind = ?notice.kind, "no channel to tell");
+    }
+    let posts = targets.iter().map(|t| deliver(app, t, notice, 0));
+    let posted = futures_util::future::join_all(posts).await;
+    if reminds(notice.kind) {
+        remind_later(app, &notice.request_id, notice.ports.iter().map(|p| p.end_time_utc), now)
+            .await?;
+    }
+    posted.into_iter().collect()
+}
+
+/// Posts `notice` to `target` (try `attempt + 1`). A failure for now is
+/// queued to try again after a backoff, until the tries run out; a
+/// refusal for good is logged and counted. Never an error for the
+/// channel's sake: only when the retry could not be queued.
+pub async fn deliver(
+    app: &NotifyApp<'_>,
+    target: &Target,
+    notice: &Notice,
+    attempt: u32,
+) -> Result<(), AdapterError> {
+    let channel = channel_name(target);
+    let request_id = notice.request_id.as_str();
+    let kind = notice.kind;
+    let (why, after) = match app.channels.send(target, notice).await {
+        Ok(()) => {
+            app.tally.count(channel, Outcome::Delivered);
+            tracing::info!(request_id, ?kind, channel, "notice delivered");
+            return Ok(());
+        }
+        Err(DeliveryError::Permanent { why }) => {
+            app.tally.count(channel, Outcome::Failed);
+            tracing::error!(request_id, ?kind, channel, error = %why, "notice refused by the channel; not tried again");
+            return Ok(());
+        }
+        Err(DeliveryError::Retry { why, after }) => (why, after),
+    };
+    let next = attempt + 1;
+    if next >= app.attempts {
+        app.tally.count(channel, Outcome::GaveUp);
+        tracing::error!(request_id, ?kind, channel, attempts = next, error = %why, "notice could not be delivered; given up");
+        return Ok(());
+    }
+    let delay = retry_delay(app.retry_after, next, after);
+    app.tally.count(channel, Outcome::Retried);
+    tracing::warn!(request_id, ?kind, channel, attempt = next, retry_in_secs = delay.as_secs(), error = %why, "notice not delivered; trying again");
+    let job = Job::Deliver {
+        target: target.clone(),
+        notice: notice.clone(),
+        attempt: next,
+    };
+    app.jobs.put(&job, delay).await
+}
+
+/// A reminder came back: when it is due, tells the requestor which ports
+/// end within five minutes and sets the next reminder for those that end
+/// later; else waits again.
+pub async fn remind(
+    app: &NotifyApp<'_>,
+    request_id: &RequestId,
+    at: Timestamp,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    let wait = wait_until(at, now);
+    if !wait.is_zero() {
+        let job = Job::Remind {
+            request_id: request_id.clone(),
+            at,
+        };
+        return app.jobs.put(&job, wait).await;
+    }
+    let Some(record) = app.requests.get_request(request_id).await? else {
+        return Ok(());
+    };
+    let record = record.value;
+    if let Some(notice) = ending_soon(&record, now) {
+        let channels = channels_of(app, &notice.vm).await;
+        let targets = targets(&notice, channels.as_destinations(), app.channels.slack_on());
+        let posts = targets.iter().map(|t| deliver(app, t, &notice, 0));
+        futures_util::future::join_all(posts)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+    }
+    remind_later(app, request_id, later_ends(&record, now), now).await
+}
+
+/// Sets the reminder for the earliest of `ends` that is more than five
+/// minutes away; an access that is shorter than that is not reminded of.
+async fn remind_later(
+    app: &NotifyApp<'_>,
+    request_id: &RequestId,
+    ends: impl Iterator<Item = Timestamp>,
+    now: Timestamp,
+) -> Result<(), AdapterError> {
+    let Some(at) = ends
+        .filter_map(|end| end.checked_sub(REMIND_BEFORE).ok())
+        .filter(|at| *at > now)
+        .min()
+    else {
+        return Ok(());
+    };
+    let job = Job::Remind {
+        request_id: request_id.clone(),
+        at,
+    };
+    app.jobs.put(&job, wait_until(at, now)).await
+}
+
+/// The end times of the open ports of `record` not yet reminded of.
+fn later_ends(record: &RequestRecord, now: Timestamp) -> impl Iterator<Item = Timestamp> + '_ {
+    record
+        .ports()
+        .iter()
+        .filter(|p| p.status == PortStatus::Initiated)
+        .map(|p| p.end_time_utc)
+        .filter(move |end| end.checked_sub(REMIND_BEFORE).is_ok_and(|at| at > now))
+}
+
+/// The channels of the VM's policy, each falling back to the deployment's.
+/// When the policy cannot be read, the deployment's: a notice is never
+/// lost for want of a policy (JIT may have been disabled meanwhile).
+async fn channels_of(app: &NotifyApp<'_>, vm: &VmId) -> Defaults {
+    let policy = match app.policies.get_policy(vm).await {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::warn!(vm = %vm, error = %e, "the policy could not be read; using the deployment's channels");
+            None
+        }
+    };
+    let own = policy.map(|e| policy_channels(&e.policy)).unwrap_or_default();
+    Defaults {
+        slack: own.slack.or_else(|| app.defaults.slack.clone()),
+        teams: own.teams.or_else(|| app.defaults.teams.clone()),
+    }
+}
+
+fn policy_channels(_policy: &jitvm_core::Policy) -> Defaults {
+    Defaults::default()
+}
+
+impl Defaults {
+    fn as_destinations(&self) -> Destinations<'_> {
+        Destinations {
+            slack: self.slack.as_deref(),
+            teams: self.teams.as_deref(),
+        }
+    }
+}
+
+fn channel_name(target: &Target) -> &'static str {
+    match target {
+        Target::Slack { .. } => "slack",
+        Target::Teams { .. } => "teams",
+    }
+}
