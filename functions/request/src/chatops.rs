@@ -21,7 +21,7 @@ use jitvm_core::slack::{
     Verb,
 };
 use jitvm_core::telemetry::Audit;
-use jitvm_core::{Policy, Principal, RequestId, RequestRecord, RequestStatus, VmId};
+use jitvm_core::{InitiateBody, Policy, Principal, RequestId, RequestRecord, RequestStatus, VmId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -224,6 +224,7 @@ async fn carry_out(
             &actions::deny(api, caller, &id, reason.as_deref(), now).await?,
             Verb::Denied,
         ),
+        Command::Extend { id } => extend(api, caller, &id, signature, now).await?,
         Command::Revoke { id } => {
             let revocation = actions::revoke(api, caller, &id, now).await?;
             match &revocation.still_open {
@@ -254,20 +255,53 @@ async fn submit(
     now: Timestamp,
 ) -> Result<Value, ApiError> {
     let vm = resolve(api, &ask.vm).await?;
-    let body = ask.to_initiate_body(&vm);
-    // The id comes from Slack's signature, so the same signed command sent
-    // twice (a replay within the five minutes) is the same request: the
-    // second finds the record and opens nothing more.
+    submit_once(api, caller, &ask.to_initiate_body(&vm), signature, now).await
+}
+
+/// Submits `body` under an id made from Slack's signature, so the same
+/// signed command or click sent twice (a replay within the five minutes,
+/// a retry of Slack's) is the same request: the second finds the record
+/// and opens nothing more.
+async fn submit_once(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    body: &InitiateBody,
+    signature: &str,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
     let id = id_from_signature(signature);
-    match actions::submit(api, caller, &body, id.clone(), now).await {
+    match actions::submit(api, caller, body, id.clone(), now).await {
         Ok(record) => Ok(slack::accepted(&record, now)),
         Err(e) if e.code == "Conflict" => Err(ApiError::new(
             409,
             "AlreadyReceived",
-            format!("this command was already received as request {id}; nothing more was done"),
+            format!("this was already received as request {id}; nothing more was done"),
         )),
         Err(e) => Err(e),
     }
+}
+
+/// The Extend button of a reminder: the requestor asks again for the same
+/// access, as a new request that passes every check a new one does.
+async fn extend(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    id: &RequestId,
+    signature: &str,
+    now: Timestamp,
+) -> Result<Value, ApiError> {
+    let record = actions::load(api, id).await?.value;
+    if record.requestor() != &caller.principal {
+        return Err(ApiError::new(
+            403,
+            "NotYourRequest",
+            format!(
+                "only {} may extend request {id}; ask for access with /jit request",
+                record.requestor()
+            ),
+        ));
+    }
+    submit_once(api, caller, &slack::extension_of(&record), signature, now).await
 }
 
 /// The VM a person named: a full id as it is, else a short name matched

@@ -28,7 +28,7 @@ use jiff::SignedDuration;
 use crate::domain::request::MAX_REQUEST_PORTS;
 use crate::domain::{
     AccessDuration, DurationError, InitiateBody, InitiatePort, InitiateVm, Justification, Port,
-    RequestId, SourcePrefix, VmId,
+    RequestId, RequestRecord, SourcePrefix, VmId,
 };
 
 /// The longest command text accepted, in characters, before normalising:
@@ -57,6 +57,10 @@ pub enum Command {
         reason: Option<String>,
     },
     Revoke {
+        id: RequestId,
+    },
+    /// The Extend button of a reminder: the same access asked for again.
+    Extend {
         id: RequestId,
     },
 }
@@ -94,6 +98,34 @@ impl RequestCommand {
             }],
             justification: self.justification.clone(),
         }
+    }
+}
+
+/// The request an Extend button asks for: the same VM, ports and sources
+/// as `record`, each for as long as it was first asked for (from the
+/// request to its end), with the same justification. It goes through every
+/// check a new request does: a policy that changed since may refuse it.
+pub fn extension_of(record: &RequestRecord) -> InitiateBody {
+    let start = record.start_time_utc();
+    let ports = record
+        .ports()
+        .iter()
+        .map(|p| {
+            let asked = start.duration_until(p.end_time_utc).as_secs().max(60);
+            InitiatePort {
+                number: i64::from(p.number.get()),
+                duration: Some(format!("PT{asked}S")),
+                end_time_utc: None,
+                allowed_source_address_prefix: Some(p.allowed_source_address_prefix.to_string()),
+            }
+        })
+        .collect();
+    InitiateBody {
+        virtual_machines: vec![InitiateVm {
+            id: record.vm().to_string(),
+            ports,
+        }],
+        justification: record.justification().map(|j| j.as_str().to_owned()),
     }
 }
 

@@ -310,13 +310,14 @@ impl Interaction {
 }
 
 impl Action {
-    /// The command a jitvm button stands for: `approve`, `deny` or `revoke`
-    /// of the request id in `value`.
+    /// The command a jitvm button stands for: `approve`, `deny`, `revoke`
+    /// or `extend` of the request id in `value`.
     pub fn command(&self) -> Result<Command, CommandError> {
         let verb: &'static str = match self.action_id.as_str() {
             "approve" => "approve",
             "deny" => "deny",
             "revoke" => "revoke",
+            "extend" => "extend",
             other => {
                 return Err(CommandError::UnknownAction {
                     action_id: other.chars().take(40).collect(),
@@ -334,6 +335,7 @@ impl Action {
         Ok(match verb {
             "approve" => Command::Approve { id },
             "deny" => Command::Deny { id, reason: None },
+            "extend" => Command::Extend { id },
             _ => Command::Revoke { id },
         })
     }

@@ -17,7 +17,8 @@ mod resolve;
 mod signature;
 
 pub use command::{
-    Command, CommandError, MAX_TEXT_CHARS, Missing, RequestCommand, normalise, parse_command,
+    Command, CommandError, MAX_TEXT_CHARS, Missing, RequestCommand, extension_of, normalise,
+    parse_command,
 };
 pub use form::{
     Action, Interaction, Origin, SlackError, SlashCommand, first_stranger, is_slack_id,
