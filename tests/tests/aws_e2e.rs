@@ -1150,6 +1150,7 @@ async fn standing_rules_are_put_back_when_the_policy_cannot_be_stored() {
         requests: &stack.host.stack.store,
         admins: &admins,
         trust: &Default::default(),
+        channels: &Default::default(),
     };
     let mut body = ssh_policy();
     body["closeStandingAccess"] = json!(true);

@@ -1041,6 +1041,7 @@ async fn a_subscription_dropped_from_the_list_opens_nothing_but_can_still_be_dis
         requests: &stack.host.stack.store,
         admins: &admins,
         trust: &Default::default(),
+        channels: &Default::default(),
     };
     let delete = http::Request::delete(Stack::policy_path(&vm.to_string()))
         .body(bytes::Bytes::new())

@@ -19,6 +19,7 @@ use jitvm_core::api::{
     ApiError, Caller, check_body, json_response, method_not_allowed, no_content, no_route,
     segments, vm_in_path,
 };
+use jitvm_core::notify::ChannelNames;
 use jitvm_core::ports::{Firewall, PolicyEntry, PolicyStore, RequestStore};
 use jitvm_core::telemetry::Audit;
 use jitvm_core::{
@@ -35,6 +36,8 @@ pub struct PolicyApi<'a> {
     pub admins: &'a [PrincipalPattern],
     /// The roles whose session names count (README "Principals").
     pub trust: &'a SessionTrust,
+    /// What a policy's `notify` may name in this deployment.
+    pub channels: &'a ChannelNames,
 }
 
 /// Answers one HTTP request. Never panics on input; every error is the

@@ -38,8 +38,8 @@ use jitvm_core::api::{ApiError, Caller, MAX_BODY_BYTES, json_response};
 use jitvm_core::aws::events::EventBus;
 use jitvm_core::aws::sqs::{Received, SqsQueue};
 use jitvm_core::aws::streams::ChangeStream;
-use jitvm_core::notify::ChatChannels;
 use jitvm_core::config::{Secret, Settings};
+use jitvm_core::notify::{ChannelNames, ChatChannels};
 use jitvm_core::ports::AdapterError;
 use jitvm_core::stack::Stack;
 use jitvm_core::{Principal, PrincipalError};
@@ -113,6 +113,8 @@ pub struct Notifier {
     pub channels: ChatChannels,
     pub defaults: Defaults,
     pub tally: Tally,
+    /// What a policy's `notify` may name.
+    pub names: ChannelNames,
 }
 
 /// What one poll of the queue did.
@@ -266,7 +268,8 @@ impl Host {
                 tokio::time::sleep(STREAM_POLL).await;
                 continue;
             }
-            while let Err(e) = jitvm_notify::on_changes(&self.notify_app(), &changes, self.now()).await
+            while let Err(e) =
+                jitvm_notify::on_changes(&self.notify_app(), &changes, self.now()).await
             {
                 tracing::error!(error = %e, "a batch of changes failed; handing it over again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -373,6 +376,8 @@ impl Notifier {
                 teams: settings.default_teams.clone(),
             },
             tally: Tally::default(),
+            names: ChannelNames::from_settings(settings)
+                .map_err(|e| AdapterError::permanent("NotifySettings", e.to_string()))?,
         })
     }
 }
@@ -466,6 +471,7 @@ async fn serve_http(
             requests: &host.stack.store,
             admins: &host.settings.admins,
             trust: &host.settings.trusted_session_roles,
+            channels: &host.notify.names,
         };
         jitvm_policy::handle(&api, caller, request, now).await
     } else if path.starts_with("/v1/requests")

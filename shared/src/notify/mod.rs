@@ -17,12 +17,12 @@ mod settings;
 mod slack_bot;
 mod teams;
 
-pub use channels::{ChatChannels, is_webhook_name, webhooks};
+pub use channels::{ChannelNames, ChatChannels, is_webhook_name, webhooks};
 pub use events::{AuditEvent, DETAIL_TYPES, SOURCE, audit_events};
 pub use job::{Job, MAX_DELAY, retry_delay, wait_until};
 pub use notice::{Audience, Notice, NoticeKind, NoticePort, REMIND_BEFORE, ending_soon, notices};
-pub use route::{Destinations, Target, targets};
 pub use render::{slack_message, teams_message};
+pub use route::{Destinations, Target, targets};
 pub use settings::{NotifySettings, is_conversation_id};
 pub use slack_bot::{SLACK_API, SlackBot};
 pub use teams::TeamsWebhook;
