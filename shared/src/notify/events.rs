@@ -23,12 +23,11 @@ pub struct AuditEvent {
 }
 
 /// Every detail-type, as the README documents them.
-pub const DETAIL_TYPES: [&str; 8] = [
+pub const DETAIL_TYPES: [&str; 7] = [
     "JIT Request Pending Approval",
     "JIT Request Approved",
     "JIT Request Denied",
     "JIT Break-Glass Access",
-    "JIT Access Initiating",
     "JIT Access Opened",
     "JIT Access Closed",
     "JIT Access Failed",
@@ -48,7 +47,10 @@ pub fn audit_events(before: Option<&RequestRecord>, after: &RequestRecord) -> Ve
 fn event(record: &RequestRecord, row: &AuditRow, index: usize) -> AuditEvent {
     let mut detail = serde_json::to_value(row).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut detail {
-        map.insert("eventId".into(), format!("{}/{index}", row.request_id).into());
+        map.insert(
+            "eventId".into(),
+            format!("{}/{index}", row.request_id).into(),
+        );
     }
     AuditEvent {
         detail_type: detail_type(record, row).to_owned(),
@@ -63,7 +65,8 @@ fn detail_type(record: &RequestRecord, row: &AuditRow) -> &'static str {
         (false, "Approved") if super::notice::is_break_glass(record) => "JIT Break-Glass Access",
         (false, "Approved") => "JIT Request Approved",
         (false, _) => "JIT Request Denied",
-        (true, "Initiating") => "JIT Access Initiating",
+        // A port's own rows are its opening, its closing or its failure (it
+        // starts as Initiating under the request's row).
         (true, "Initiated") => "JIT Access Opened",
         (true, "Revoked") => "JIT Access Closed",
         (true, _) => "JIT Access Failed",

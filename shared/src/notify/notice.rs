@@ -224,3 +224,192 @@ fn port_of(p: &crate::domain::PortRecord) -> NoticePort {
 pub(super) fn is_break_glass(_record: &RequestRecord) -> bool {
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::policy::{Policy, PolicyDocument};
+    use crate::domain::request::{AccessRequest, InitiateBody};
+    use crate::domain::status::RequestStatus;
+    use crate::domain::{Decision, evaluate};
+    use serde_json::json;
+
+    const VM: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn who(name: &str) -> Principal {
+        Principal::parse(name).unwrap()
+    }
+
+    /// A request of Alice for ports 22 and 3389, waiting for Bob when
+    /// `approvers`, else approved at once.
+    fn asked(approvers: bool) -> RequestRecord {
+        let vm = VmId::parse(VM).unwrap();
+        let approvers: Vec<&str> = if approvers { vec!["local:bob"] } else { vec![] };
+        let document = json!({"ports": [22, 3389], "approvers": approvers});
+        let policy = Policy::parse(vm, &PolicyDocument::from_value(document).unwrap()).unwrap();
+        let port = |n: u16| json!({"number": n, "duration": "PT1H", "allowedSourceAddressPrefix": "198.51.100.7"});
+        let body: InitiateBody = serde_json::from_value(json!({"virtualMachines": [{"id": VM,
+            "ports": [port(22), port(3389)]}], "justification": "deploy"}))
+        .unwrap();
+        let req = AccessRequest::parse(RequestId::parse("r1").unwrap(), &body).unwrap();
+        let at = t("2026-12-01T12:00:00Z");
+        let (grants, approvers) = match evaluate(Some(&policy), &req, &who("local:alice"), None, at)
+        {
+            Decision::PendingApproval { grants, approvers } => (grants, approvers),
+            Decision::Approved { grants } => (grants, Vec::new()),
+            other => panic!("{other:?}"),
+        };
+        RequestRecord::accepted(&req, &who("local:alice"), &grants, &approvers, at)
+    }
+
+    fn kinds(before: Option<&RequestRecord>, after: &RequestRecord) -> Vec<NoticeKind> {
+        notices(before, after).into_iter().map(|n| n.kind).collect()
+    }
+
+    fn open_both(r: &mut RequestRecord, at: &str) {
+        for port in [22, 3389] {
+            let port = Port::parse(port).unwrap();
+            r.set_port(
+                port,
+                PortStatus::Initiated,
+                StatusReason::UserRequested,
+                None,
+                t(at),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_pending_request_is_news_for_approvers_then_each_decision_for_the_requestor() {
+        let r = asked(true);
+        let pending = notices(None, &r);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].kind, NoticeKind::Pending);
+        assert_eq!(pending[0].kind.audience(), Audience::Approvers);
+        assert_eq!(pending[0].ports.len(), 2);
+        assert_eq!(pending[0].justification.as_deref(), Some("deploy"));
+
+        let mut approved = r.clone();
+        approved
+            .set_status(
+                RequestStatus::Approved,
+                Some(&who("local:bob")),
+                t("2026-12-01T12:01:00Z"),
+            )
+            .unwrap();
+        let told = notices(Some(&r), &approved);
+        assert_eq!(
+            told.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            [NoticeKind::Approved]
+        );
+        assert_eq!(
+            told[0].actor.as_ref().map(Principal::as_str),
+            Some("local:bob")
+        );
+        assert_eq!(told[0].kind.audience(), Audience::Requestor);
+
+        let mut denied = r.clone();
+        assert!(denied.deny(
+            Some(&who("local:bob")),
+            "use the bastion",
+            t("2026-12-01T12:01:00Z")
+        ));
+        let told = notices(Some(&r), &denied);
+        // The ports a denial revokes are the denial's news, not closings.
+        assert_eq!(
+            told.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            [NoticeKind::Denied]
+        );
+        assert!(
+            told[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("use the bastion")
+        );
+
+        let mut timed_out = r.clone();
+        assert!(timed_out.deny(
+            None,
+            "no approver decided in time",
+            t("2026-12-01T13:00:00Z")
+        ));
+        assert_eq!(kinds(Some(&r), &timed_out), [NoticeKind::TimedOut]);
+
+        let mut withdrawn = r.clone();
+        assert!(withdrawn.withdraw(&who("local:alice"), t("2026-12-01T12:02:00Z")));
+        assert_eq!(kinds(Some(&r), &withdrawn), [NoticeKind::Withdrawn]);
+        assert_eq!(NoticeKind::Withdrawn.audience(), Audience::Approvers);
+    }
+
+    #[test]
+    fn an_opening_of_several_ports_is_one_notice_and_only_an_early_close_is_news() {
+        let r = asked(false);
+        // Approved at once (no approvers): the opening says it.
+        assert!(kinds(None, &r).is_empty(), "{:?}", notices(None, &r));
+        let mut open = r.clone();
+        open_both(&mut open, "2026-12-01T12:00:02Z");
+        let told = notices(Some(&r), &open);
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert_eq!(told[0].kind, NoticeKind::Opened);
+        assert_eq!(
+            told[0]
+                .ports
+                .iter()
+                .map(|p| p.number.get())
+                .collect::<Vec<_>>(),
+            [22, 3389]
+        );
+        // Nothing new, nothing told: a stream that hands a write over again
+        // with the same history tells nothing twice.
+        assert!(notices(Some(&open), &open).is_empty());
+
+        let mut expired = open.clone();
+        expired.revoke_ports(
+            |_| true,
+            StatusReason::Expired,
+            None,
+            t("2026-12-01T13:00:00Z"),
+        );
+        assert!(kinds(Some(&open), &expired).is_empty());
+
+        let mut revoked = open.clone();
+        let p22 = Port::parse(22).unwrap();
+        revoked.revoke_ports(
+            |p| p == p22,
+            StatusReason::UserRequested,
+            None,
+            t("2026-12-01T12:10:00Z"),
+        );
+        let told = notices(Some(&open), &revoked);
+        assert_eq!(
+            told.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            [NoticeKind::ClosedEarly]
+        );
+        assert_eq!(told[0].reason, Some(StatusReason::UserRequested));
+        assert_eq!(told[0].ports.len(), 1);
+    }
+
+    #[test]
+    fn the_reminder_names_the_open_ports_that_end_within_five_minutes() {
+        let mut r = asked(false);
+        open_both(&mut r, "2026-12-01T12:00:02Z");
+        let end = r.ports()[0].end_time_utc;
+        let early = end.checked_sub(SignedDuration::from_mins(6)).unwrap();
+        assert!(ending_soon(&r, early).is_none());
+        let due = end.checked_sub(REMIND_BEFORE).unwrap();
+        let notice = ending_soon(&r, due).expect("a reminder when due");
+        assert_eq!(notice.kind, NoticeKind::EndingSoon);
+        assert_eq!(notice.ports.len(), 2);
+        assert_eq!(notice.kind.audience(), Audience::Requestor);
+        assert!(ending_soon(&r, end).is_none(), "ended already");
+        let mut closed = r.clone();
+        closed.revoke_ports(|_| true, StatusReason::UserRequested, None, due);
+        assert!(ending_soon(&closed, due).is_none());
+    }
+}

@@ -58,15 +58,25 @@ impl NotifySettings {
         if queue.ends_with(".fifo") {
             return Err(ConfigError {
                 name: "JITVM_NOTIFY_QUEUE",
-                message: format!("{queue:?} must name a standard queue (not .fifo): retries need per-message delays"),
+                message: format!(
+                    "{queue:?} must name a standard queue (not .fifo): retries need per-message delays"
+                ),
             });
         }
         let retry_after = number(lookup, "JITVM_NOTIFY_RETRY_SECONDS", 10, 1..=900)?;
         let attempts = number(lookup, "JITVM_NOTIFY_ATTEMPTS", 6, 1..=20)?;
         Ok(Self {
-            slack_bot_token: secret_setting(lookup, "JITVM_SLACK_BOT_TOKEN", "JITVM_SLACK_BOT_TOKEN_ARN")?,
+            slack_bot_token: secret_setting(
+                lookup,
+                "JITVM_SLACK_BOT_TOKEN",
+                "JITVM_SLACK_BOT_TOKEN_ARN",
+            )?,
             slack_api_url: set("JITVM_SLACK_API_URL"),
-            teams_webhooks: secret_setting(lookup, "JITVM_TEAMS_WEBHOOKS", "JITVM_TEAMS_WEBHOOKS_ARN")?,
+            teams_webhooks: secret_setting(
+                lookup,
+                "JITVM_TEAMS_WEBHOOKS",
+                "JITVM_TEAMS_WEBHOOKS_ARN",
+            )?,
             default_slack,
             default_teams: set("JITVM_NOTIFY_TEAMS"),
             event_bus: set("JITVM_EVENT_BUS").unwrap_or_else(|| "default".into()),
@@ -81,13 +91,10 @@ impl NotifySettings {
 
 /// Whether `id` looks like a Slack conversation: a channel (`C…`, `G…`),
 /// a direct message (`D…`) or a user (`U…`, `W…`, for a direct message
-/// from the bot); uppercase letters and digits, 9 to 20 characters.
+/// from the bot), written as Slack writes ids (upper-case letters and
+/// digits, at most 32).
 pub fn is_conversation_id(id: &str) -> bool {
-    (9..=20).contains(&id.len())
-        && id.starts_with(['C', 'G', 'D', 'U', 'W'])
-        && id
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    id.starts_with(['C', 'G', 'D', 'U', 'W']) && crate::slack::is_slack_id(id)
 }
 
 fn number(
@@ -96,7 +103,10 @@ fn number(
     default: u32,
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<u32, ConfigError> {
-    let Some(text) = lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+    let Some(text) = lookup(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
         return Ok(default);
     };
     text.parse::<u32>()
@@ -140,13 +150,25 @@ mod tests {
         for (pairs, name) in [
             (vec![("JITVM_NOTIFY_SLACK", "#ops")], "JITVM_NOTIFY_SLACK"),
             (vec![("JITVM_NOTIFY_QUEUE", "n.fifo")], "JITVM_NOTIFY_QUEUE"),
-            (vec![("JITVM_NOTIFY_ATTEMPTS", "0")], "JITVM_NOTIFY_ATTEMPTS"),
-            (vec![("JITVM_NOTIFY_RETRY_SECONDS", "soon")], "JITVM_NOTIFY_RETRY_SECONDS"),
             (
-                vec![("JITVM_SLACK_BOT_TOKEN", "xoxb-1"), ("JITVM_SLACK_BOT_TOKEN_ARN", "arn:aws:secretsmanager:x")],
+                vec![("JITVM_NOTIFY_ATTEMPTS", "0")],
+                "JITVM_NOTIFY_ATTEMPTS",
+            ),
+            (
+                vec![("JITVM_NOTIFY_RETRY_SECONDS", "soon")],
+                "JITVM_NOTIFY_RETRY_SECONDS",
+            ),
+            (
+                vec![
+                    ("JITVM_SLACK_BOT_TOKEN", "xoxb-1"),
+                    ("JITVM_SLACK_BOT_TOKEN_ARN", "arn:aws:secretsmanager:x"),
+                ],
                 "JITVM_SLACK_BOT_TOKEN",
             ),
-            (vec![("JITVM_TEAMS_WEBHOOKS_ARN", "teams")], "JITVM_TEAMS_WEBHOOKS_ARN"),
+            (
+                vec![("JITVM_TEAMS_WEBHOOKS_ARN", "teams")],
+                "JITVM_TEAMS_WEBHOOKS_ARN",
+            ),
         ] {
             assert_eq!(parse(&pairs).unwrap_err().name, name, "{pairs:?}");
         }
@@ -157,7 +179,14 @@ mod tests {
         for good in ["C0123ABCD", "U0123ABCD", "G01234567", "D0123456789ABCDEF"] {
             assert!(is_conversation_id(good), "{good}");
         }
-        for bad in ["#ops", "c0123abcd", "C01", "X0123ABCD", "C0123ABCD<@", ""] {
+        for bad in [
+            "#ops",
+            "c0123abcd",
+            "X0123ABCD",
+            "C0123ABCD<@",
+            "",
+            "C0123456789012345678901234567890123",
+        ] {
             assert!(!is_conversation_id(bad), "{bad}");
         }
     }
