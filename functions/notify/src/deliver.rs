@@ -33,8 +33,13 @@ pub async fn announce(
     let posts = targets.iter().map(|t| deliver(app, t, notice, 0));
     let posted = futures_util::future::join_all(posts).await;
     if reminds(notice.kind) {
-        remind_later(app, &notice.request_id, notice.ports.iter().map(|p| p.end_time_utc), now)
-            .await?;
+        remind_later(
+            app,
+            &notice.request_id,
+            notice.ports.iter().map(|p| p.end_time_utc),
+            now,
+        )
+        .await?;
     }
     posted.into_iter().collect()
 }
@@ -158,7 +163,9 @@ async fn channels_of(app: &NotifyApp<'_>, vm: &VmId) -> Defaults {
             None
         }
     };
-    let own = policy.map(|e| policy_channels(&e.policy)).unwrap_or_default();
+    let own = policy
+        .map(|e| policy_channels(&e.policy))
+        .unwrap_or_default();
     Defaults {
         slack: own.slack.or_else(|| app.defaults.slack.clone()),
         teams: own.teams.or_else(|| app.defaults.teams.clone()),

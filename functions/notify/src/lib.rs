@@ -58,12 +58,20 @@ pub async fn on_changes(
 ) -> Result<(), AdapterError> {
     let events: Vec<AuditEvent> = changes
         .iter()
-        .filter_map(|c| c.after.as_ref().map(|after| audit_events(c.before.as_ref(), after)))
+        .filter_map(|c| {
+            c.after
+                .as_ref()
+                .map(|after| audit_events(c.before.as_ref(), after))
+        })
         .flatten()
         .collect();
     let notices: Vec<Notice> = changes
         .iter()
-        .filter_map(|c| c.after.as_ref().map(|after| notices(c.before.as_ref(), after)))
+        .filter_map(|c| {
+            c.after
+                .as_ref()
+                .map(|after| notices(c.before.as_ref(), after))
+        })
         .flatten()
         .collect();
     let told = futures_util::future::join_all(notices.iter().map(|n| announce(app, n, now)));

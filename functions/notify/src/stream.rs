@@ -10,7 +10,10 @@ use serde_json::Value;
 /// An image that does not read as a request record is logged and left
 /// out: retrying cannot make it readable.
 pub fn changes_of(event: &Value) -> Vec<RecordChange> {
-    let records = event["Records"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let records = event["Records"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     records
         .iter()
         .map(|r| RecordChange {

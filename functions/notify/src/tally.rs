@@ -103,9 +103,16 @@ mod tests {
 
     #[test]
     fn the_metric_line_is_embedded_metric_format() {
-        let line = metric_line("teams", Outcome::GaveUp, "2026-12-01T12:00:00Z".parse().unwrap());
+        let line = metric_line(
+            "teams",
+            Outcome::GaveUp,
+            "2026-12-01T12:00:00Z".parse().unwrap(),
+        );
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "jitvm");
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "NotificationsGaveUp");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "NotificationsGaveUp"
+        );
         assert_eq!(line["Channel"], "teams");
         assert_eq!(line["NotificationsGaveUp"], 1);
         assert_eq!(line["_aws"]["Timestamp"], 1_796_126_400_000_i64);

@@ -334,7 +334,9 @@ impl ExpiryTimers for SqsQueue {
 #[async_trait]
 impl NotifyJobs for SqsQueue {
     async fn put(&self, job: &Job, delay: Duration) -> Result<(), AdapterError> {
-        let delay = self.send_later(job, delay, MAX_DELAY, "a notify job").await?;
+        let delay = self
+            .send_later(job, delay, MAX_DELAY, "a notify job")
+            .await?;
         tracing::debug!(delay_secs = delay, "notify job queued");
         Ok(())
     }

@@ -97,7 +97,9 @@ impl ChangeStream {
                 .await
                 .map_err(|e| sdk_error(&format!("reading shard {id}"), e))?;
             for record in page.records() {
-                let Some(change) = record.dynamodb() else { continue };
+                let Some(change) = record.dynamodb() else {
+                    continue;
+                };
                 out.push(RecordChange {
                     before: change.old_image().and_then(|i| decode(i.get(RECORD))),
                     after: change.new_image().and_then(|i| decode(i.get(RECORD))),

@@ -27,7 +27,10 @@ pub enum Job {
     },
     /// Remind the requestor of `request_id`, at `at`, that access ends.
     #[serde(rename_all = "camelCase")]
-    Remind { request_id: RequestId, at: Timestamp },
+    Remind {
+        request_id: RequestId,
+        at: Timestamp,
+    },
     /// Put `events` on the bus; `attempt` tries were made already.
     #[serde(rename_all = "camelCase")]
     Publish {

@@ -18,7 +18,9 @@ const MAX_TEXT: usize = 300;
 /// The Slack message of `notice`: a plain `text` fallback and blocks.
 pub fn slack_message(notice: &Notice, console: Option<&Url>) -> Value {
     let headline = headline(notice, &|t| format!("*{}*", escape(t)));
-    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{} {headline}", emoji(notice.kind))}})];
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{} {headline}", emoji(notice.kind))}}),
+    ];
     let facts: Vec<Value> = facts(notice)
         .into_iter()
         .map(|(name, value)| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(&value))}))
@@ -82,7 +84,9 @@ fn headline(notice: &Notice, strong: &dyn Fn(&str) -> String) -> String {
         NoticeKind::Withdrawn => format!("{who} withdrew the request for {vm}"),
         NoticeKind::Approved => format!("The request of {who} for {vm} was approved{by}"),
         NoticeKind::Denied => format!("The request of {who} for {vm} was denied{by}"),
-        NoticeKind::TimedOut => format!("The request of {who} for {vm} timed out: no approver decided"),
+        NoticeKind::TimedOut => {
+            format!("The request of {who} for {vm} timed out: no approver decided")
+        }
         NoticeKind::Opened => format!("Access to {vm} is open for {who}"),
         NoticeKind::EndingSoon => format!(
             "Access to {vm} for {who} ends {}",
@@ -90,7 +94,12 @@ fn headline(notice: &Notice, strong: &dyn Fn(&str) -> String) -> String {
         ),
         NoticeKind::ClosedEarly => format!(
             "Access to {vm} for {who} was closed early: {}",
-            notice.reason.map(closed_because).unwrap_or("closed").to_owned() + &by
+            notice
+                .reason
+                .map(closed_because)
+                .unwrap_or("closed")
+                .to_owned()
+                + &by
         ),
         NoticeKind::Failed => format!("Access to {vm} for {who} could not be opened"),
     }
@@ -237,7 +246,8 @@ mod tests {
     use super::*;
     use crate::domain::{Port, Principal, Protocol, RequestId, SourcePrefix, VmId};
 
-    const HOSTILE: &str = "<!channel> <@U123> [x](https://evil.example) *b* <img src=x onerror=alert(1)>";
+    const HOSTILE: &str =
+        "<!channel> <@U123> [x](https://evil.example) *b* <img src=x onerror=alert(1)>";
 
     fn notice(kind: NoticeKind) -> Notice {
         Notice {
@@ -279,11 +289,17 @@ mod tests {
         let console = Url::parse("https://jit.example.com/").unwrap();
         for kind in KINDS {
             let slack = slack_message(&notice(kind), Some(&console)).to_string();
-            assert!(!slack.contains("<!channel>") && !slack.contains("<@U123>"), "{kind:?}: {slack}");
+            assert!(
+                !slack.contains("<!channel>") && !slack.contains("<@U123>"),
+                "{kind:?}: {slack}"
+            );
             assert!(!slack.contains("<img"), "{kind:?}");
             let teams = teams_message(&notice(kind), Some(&console)).to_string();
             assert!(!teams.contains("[x](https"), "{kind:?}: {teams}");
-            assert!(!teams.contains("<img") && !teams.contains("<!channel>"), "{kind:?}");
+            assert!(
+                !teams.contains("<img") && !teams.contains("<!channel>"),
+                "{kind:?}"
+            );
         }
     }
 
@@ -297,11 +313,19 @@ mod tests {
                 .iter()
                 .filter(|b| b["type"] == "actions")
                 .flat_map(|b| b["elements"].as_array().unwrap().clone())
-                .map(|e| (e["action_id"].as_str().unwrap().to_owned(), e["value"].as_str().unwrap().to_owned()))
+                .map(|e| {
+                    (
+                        e["action_id"].as_str().unwrap().to_owned(),
+                        e["value"].as_str().unwrap().to_owned(),
+                    )
+                })
                 .collect()
         };
         let r = "r-1".to_owned();
-        assert_eq!(ids(NoticeKind::Pending), [("approve".into(), r.clone()), ("deny".into(), r.clone())]);
+        assert_eq!(
+            ids(NoticeKind::Pending),
+            [("approve".into(), r.clone()), ("deny".into(), r.clone())]
+        );
         assert_eq!(ids(NoticeKind::BreakGlass), [("revoke".into(), r.clone())]);
         assert_eq!(ids(NoticeKind::EndingSoon), [("extend".into(), r.clone())]);
         assert!(ids(NoticeKind::Denied).is_empty());
@@ -312,13 +336,19 @@ mod tests {
         let console = Url::parse("https://jit.example.com/").unwrap();
         let m = teams_message(&notice(NoticeKind::BreakGlass), Some(&console));
         let card = &m["attachments"][0]["content"];
-        assert_eq!(m["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(
+            m["attachments"][0]["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
         assert_eq!(card["version"], "1.4");
         assert_eq!(card["body"][0]["color"], "Attention");
         assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
         assert_eq!(card["actions"][0]["url"], "https://jit.example.com/");
         assert!(teams_message(&notice(NoticeKind::Pending), None)["attachments"][0]["content"]["actions"].is_null());
         let ending = slack_message(&notice(NoticeKind::EndingSoon), None);
-        assert!(ending["text"].as_str().unwrap().contains("in 4 min"), "{ending}");
+        assert!(
+            ending["text"].as_str().unwrap().contains("in 4 min"),
+            "{ending}"
+        );
     }
 }

@@ -43,7 +43,10 @@ impl SlackBot {
         let token = token.trim();
         if !token.starts_with("xoxb-") || token.len() < 12 || token.chars().any(char::is_whitespace)
         {
-            return Err("is not a Slack bot token (xoxb-…); the app's Bot User OAuth Token is needed".into());
+            return Err(
+                "is not a Slack bot token (xoxb-…); the app's Bot User OAuth Token is needed"
+                    .into(),
+            );
         }
         let base = api.unwrap_or(SLACK_API);
         let parsed = Url::parse(base)
@@ -80,7 +83,10 @@ impl SlackBot {
             .client
             .post(self.post_url.clone())
             .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
             .body(body.to_string())
             .send()
             .await
@@ -120,8 +126,16 @@ mod tests {
         for (token, api, loopback) in [
             ("xoxp-1234-5678-abc", None, true),
             ("xoxb-1234-5678-abc", Some("http://127.0.0.1:9/api/"), false),
-            ("xoxb-1234-5678-abc", Some("https://slack.com.evil.example/api/"), true),
-            ("xoxb-1234-5678-abc", Some("https://user:pw@slack.com/api/"), true),
+            (
+                "xoxb-1234-5678-abc",
+                Some("https://slack.com.evil.example/api/"),
+                true,
+            ),
+            (
+                "xoxb-1234-5678-abc",
+                Some("https://user:pw@slack.com/api/"),
+                true,
+            ),
             ("xoxb-1234-5678-abc", Some("http://10.0.0.1:9/api/"), true),
         ] {
             let e = SlackBot::new(token, api, loopback).unwrap_err();

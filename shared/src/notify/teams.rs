@@ -51,9 +51,10 @@ impl TeamsWebhook {
         let shown = format!("{}://{host}", parsed.scheme());
         let documented = parsed.scheme() == "https"
             && parsed.port().is_none()
-            && HOSTS
-                .iter()
-                .any(|suffix| host.strip_suffix(suffix).is_some_and(|label| !label.is_empty() && !label.ends_with('.')));
+            && HOSTS.iter().any(|suffix| {
+                host.strip_suffix(suffix)
+                    .is_some_and(|label| !label.is_empty() && !label.ends_with('.'))
+            });
         let allowed = parsed.username().is_empty()
             && parsed.password().is_none()
             && (documented || (allow_loopback && is_loopback(&parsed)));
@@ -129,7 +130,8 @@ mod tests {
             assert!(!e.contains("s3cr3t") && e.contains("\"ops\""), "{bad}: {e}");
         }
         assert!(TeamsWebhook::parse("ops", "http://127.0.0.1:9/teams/ops", true).is_ok());
-        let hook = TeamsWebhook::parse("ops", "https://a.webhook.office.com/s3cr3t", false).unwrap();
+        let hook =
+            TeamsWebhook::parse("ops", "https://a.webhook.office.com/s3cr3t", false).unwrap();
         assert!(!format!("{hook:?}").contains("s3cr3t"));
     }
 }
