@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api_gateway::{Call, HttpApi, Refused, Response};
 use crate::arm_fake::{ArmFake, CLIENT_ID, CLIENT_SECRET, TENANT};
+use crate::chat_fake::ChatFake;
 use crate::stack::{Instance, SUBSCRIPTION, fast_retry};
 use crate::template::Deployment;
 use crate::{Moto, unique};
@@ -63,6 +64,11 @@ pub const JWT_ISSUER: &str = "https://login.example.com/";
 pub const CONSOLE_CLIENT_ID: &str = "jitvm-console";
 /// The Slack workspace the deployment lets in.
 pub const SLACK_WORKSPACE: &str = "T0LAMBDA";
+/// The Slack bot token in the deployment's secret.
+pub const SLACK_BOT_TOKEN: &str = "xoxb-0000-1111-lambdabot";
+/// The deployment's Slack channel and Teams webhook for notices.
+pub const SLACK_CHANNEL: &str = "C0LAMBDA";
+pub const TEAMS_WEBHOOK: &str = "ops";
 /// The IAM roles whose session names the deployment trusts.
 pub const TRUSTED_ROLES: &str = "AWSReservedSSO_*";
 
@@ -91,6 +97,12 @@ pub struct Deployed {
     /// The expiry queue, where each grant's timer waits, and its ARN.
     pub timers: SqsQueue,
     pub timers_arn: String,
+    /// The notify function's queue (retries, reminders) and its ARN.
+    pub notify_jobs: SqsQueue,
+    pub notify_jobs_arn: String,
+    /// Slack and Teams, which the bot token and webhooks in Secrets
+    /// Manager point at.
+    pub chat: ChatFake,
     /// The deployment's own code in this process, wired from the same
     /// environment the functions get: for setting a test up (and reading
     /// records back), never for what it checks.
@@ -125,7 +137,16 @@ impl Deployed {
             .await
             .expect("the expiry queue is made");
         let timers_arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{expiry_name}");
+        let notify_name = unique("notify");
+        let notify_jobs = SqsQueue::ensure_standard(&config, &notify_name)
+            .await
+            .expect("the notify queue is made");
+        let notify_jobs_arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{notify_name}");
+        let chat = ChatFake::start().await;
         let secrets = aws_sdk_secretsmanager::Client::new(&config);
+        let bot_token = create_secret(&secrets, "jitvm/slack-bot-token", SLACK_BOT_TOKEN).await;
+        let webhooks = json!({ TEAMS_WEBHOOK: chat.teams_url(TEAMS_WEBHOOK) }).to_string();
+        let webhooks = create_secret(&secrets, "jitvm/teams-webhooks", &webhooks).await;
         let azure_secret =
             create_secret(&secrets, "jitvm/azure-client-secret", CLIENT_SECRET).await;
         let slack_secret =
@@ -148,6 +169,10 @@ impl Deployed {
             ("JwtIssuer", JWT_ISSUER.to_owned()),
             ("JwtAudience", format!("jitvm,{CONSOLE_CLIENT_ID}")),
             ("ConsoleClientId", CONSOLE_CLIENT_ID.to_owned()),
+            ("SlackBotTokenSecretArn", bot_token),
+            ("TeamsWebhooksSecretArn", webhooks),
+            ("NotifySlackChannel", SLACK_CHANNEL.to_owned()),
+            ("NotifyTeams", TEAMS_WEBHOOK.to_owned()),
         ];
         let queue_arn = format!("arn:aws:sqs:{region}:{ACCOUNT}:{queue_name}");
         let resources = [
@@ -159,6 +184,10 @@ impl Deployed {
             ("ExpiryQueue", timers.url().to_owned()),
             ("ExpiryQueue.QueueName", expiry_name.clone()),
             ("ExpiryQueue.Arn", timers_arn.clone()),
+            ("NotifyQueue", notify_jobs.url().to_owned()),
+            ("NotifyQueue.QueueName", notify_name.clone()),
+            ("NotifyQueue.Arn", notify_jobs_arn.clone()),
+            ("SsoApi", "sso0api0id".to_owned()),
         ];
         let deployment = Deployment {
             region: region.to_owned(),
@@ -176,6 +205,9 @@ impl Deployed {
             queue_arn,
             timers,
             timers_arn,
+            notify_jobs,
+            notify_jobs_arn,
+            chat,
             stack,
         }
     }
@@ -193,6 +225,7 @@ impl Deployed {
             ("AWS_ENDPOINT_URL", self.moto_endpoint.clone()),
             ("JITVM_AZURE_AUTHORITY_URL", self.arm.base_url()),
             ("JITVM_AZURE_ARM_URL", self.arm.base_url()),
+            ("JITVM_SLACK_API_URL", self.chat.slack_base()),
         ];
         for (name, value) in emulators {
             assert!(
@@ -224,6 +257,8 @@ impl Deployed {
             requests: &stack.store,
             admins: &stack.settings.admins,
             trust: &stack.settings.trusted_session_roles,
+            channels: &jitvm_core::notify::ChannelNames::from_settings(&stack.settings.notify)
+                .expect("the template's notify settings are valid"),
         };
         let request = http::Request::builder()
             .method("PUT")

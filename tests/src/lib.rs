@@ -248,6 +248,7 @@ pub async fn launch(
 pub mod api_gateway;
 pub mod arm_fake;
 pub mod browser;
+pub mod chat_fake;
 pub mod fault_proxy;
 pub mod lambda;
 pub mod stack;

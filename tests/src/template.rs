@@ -259,6 +259,7 @@ impl Deployment {
             "AWS::Region" => Resolved::Text(self.region.clone()),
             "AWS::AccountId" => Resolved::Text(self.account.clone()),
             "AWS::Partition" => Resolved::Text("aws".into()),
+            "AWS::URLSuffix" => Resolved::Text("amazonaws.com".into()),
             "AWS::NoValue" => Resolved::NoValue,
             _ if templates().source["Parameters"].get(name).is_some() => self.parameter(name),
             _ => {
@@ -325,6 +326,22 @@ impl Deployment {
                     other => vec![other.text()],
                 };
                 Resolved::Text(parts.join(separator))
+            }
+            // The one-argument form: `${Name}` is a parameter, a pseudo
+            // parameter or a resource; `${Name.Attribute}` an attribute.
+            "Fn::Sub" if args.is_string() => {
+                let mut text = args.as_str().unwrap_or_default();
+                let mut out = String::new();
+                while let Some((before, rest)) = text.split_once("${") {
+                    let (name, after) = rest
+                        .split_once('}')
+                        .unwrap_or_else(|| panic!("an unclosed ${{ in {value}"));
+                    out.push_str(before);
+                    out.push_str(&self.reference(name).text());
+                    text = after;
+                }
+                out.push_str(text);
+                Resolved::Text(out)
             }
             other => panic!("tests/src/template.rs cannot resolve {other} yet: {value}"),
         }

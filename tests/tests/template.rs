@@ -52,6 +52,11 @@ const PLATFORM: &[&str] = &[
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
     "sqs:GetQueueAttributes",
+    // The DynamoDB stream's event source mapping reads with the role.
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
 ];
 
 /// Routes whose function verifies its caller itself (Slack's signed
@@ -160,6 +165,22 @@ fn allowed_actions(function: &str) -> BTreeSet<&'static str> {
             "ec2:CreateSecurityGroup",
             "ec2:CreateTags",
             "ec2:RevokeSecurityGroupEgress",
+        ],
+        // The requests table's stream and the notify queue (through the
+        // event source mappings), retries and reminders queued again and
+        // failed stream batches sent on; a record for a reminder and a
+        // policy for its channels; the audit events on the bus.
+        "notify" => &[
+            "dynamodb:DescribeStream",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:ListStreams",
+            "dynamodb:GetItem",
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:SendMessage",
+            "events:PutEvents",
         ],
         other => panic!(
             "functions/{other} has no allow-list in tests/tests/template.rs: add one naming exactly the AWS actions its code calls"
@@ -762,6 +783,85 @@ fn each_grant_timer_waits_on_a_standard_queue_read_by_the_expire_function() {
 }
 
 #[test]
+fn every_write_to_a_request_reaches_the_notify_function_and_its_retries_wait_on_a_standard_queue() {
+    let transformed = resources(&templates().transformed);
+    assert_eq!(
+        transformed["RequestsTable"]["Properties"]["StreamSpecification"],
+        json!({"StreamViewType": "NEW_AND_OLD_IMAGES"}),
+        "the notify function compares each record before and after a write"
+    );
+    let functions = template_functions();
+    let notify = functions
+        .values()
+        .find(|f| f.dir == "notify")
+        .expect("a notify function");
+    let stream = transformed
+        .values()
+        .find(|r| {
+            r["Type"] == "AWS::Lambda::EventSourceMapping"
+                && r["Properties"]["EventSourceArn"]
+                    == json!({"Fn::GetAtt": ["RequestsTable", "StreamArn"]})
+        })
+        .expect("an event source mapping reads the requests table's stream");
+    let p = &stream["Properties"];
+    assert_eq!(p["FunctionName"], json!({"Ref": notify.id}));
+    assert_eq!(
+        p["BisectBatchOnFunctionError"], true,
+        "a failing write is found alone"
+    );
+    assert_eq!(
+        p["DestinationConfig"]["OnFailure"]["Destination"],
+        json!({"Fn::GetAtt": ["NotifyDeadLetterQueue", "Arn"]}),
+        "a batch that keeps failing is kept, not dropped"
+    );
+    assert!(p["MaximumRetryAttempts"].as_u64().is_some_and(|n| n > 0));
+
+    let queue = &transformed["NotifyQueue"]["Properties"];
+    assert!(
+        queue.get("FifoQueue").is_none(),
+        "retries and reminders carry their own delays"
+    );
+    assert_eq!(queue["SqsManagedSseEnabled"], true, "encrypted at rest");
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["NotifyDeadLetterQueue", "Arn"]})
+    );
+    let timeout = notify.lambda["Properties"]["Timeout"].as_u64().unwrap_or(0);
+    let visibility = queue["VisibilityTimeout"].as_u64().unwrap_or(0);
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility timeout {visibility} s is under six times the notify function's {timeout} s"
+    );
+    let p = &mapping_of(transformed, "NotifyQueue")["Properties"];
+    assert_eq!(p["FunctionName"], json!({"Ref": notify.id}));
+    assert_eq!(
+        p["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+
+    let variables = &notify.lambda["Properties"]["Environment"]["Variables"];
+    assert_eq!(variables["JITVM_EVENT_BUS"], json!({"Ref": "EventBusName"}));
+    assert_eq!(
+        variables["JITVM_NOTIFY_QUEUE_URL"],
+        json!({"Ref": "NotifyQueue"})
+    );
+    let source = &templates().source;
+    assert_eq!(source["Parameters"]["EventBusName"]["Default"], "default");
+    for (id, function) in &functions {
+        let variables = function.lambda["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        if function.dir != "notify" {
+            assert!(
+                !variables.contains_key("JITVM_SLACK_BOT_TOKEN_ARN"),
+                "{id}: only the notify function has the bot token"
+            );
+        }
+    }
+}
+
+#[test]
 fn requests_flow_through_a_fifo_queue_with_a_dead_letter_queue() {
     let transformed = resources(&templates().transformed);
     let queue = &transformed["RequestQueue"]["Properties"];
@@ -1247,9 +1347,19 @@ fn queue_access(function: &str, action: &str) -> Option<&'static [&'static str]>
         ("request", "sqs:SendMessage") => Some(&["RequestQueue", "ExpiryQueue"]),
         ("grant", "sqs:SendMessage") | ("expire", _) => Some(&["ExpiryQueue"]),
         ("grant", _) if consume => Some(&["RequestQueue"]),
+        ("notify", "sqs:SendMessage") => Some(&["NotifyQueue", "NotifyDeadLetterQueue"]),
+        ("notify", _) if consume => Some(&["NotifyQueue"]),
         _ => None,
     }
 }
+
+/// The stream reads Lambda makes for a DynamoDB event source.
+const STREAM_READS: &[&str] = &[
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+];
 
 /// Resources a function's statements may name, by service.
 fn check_resources(id: &str, function: &Function, s: &Statement) {
@@ -1261,6 +1371,9 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
                     .log_group
                     .as_ref()
                     .is_some_and(|g| *r == format!("GetAtt:{g}.Arn")),
+                "dynamodb" if STREAM_READS.contains(&action.as_str()) => {
+                    function.dir == "notify" && r == "${RequestsTable.Arn}/stream/*"
+                }
                 "dynamodb" => {
                     matches!(
                         r.as_str(),
@@ -1275,8 +1388,15 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
                 "secretsmanager" => {
                     matches!(
                         r.as_str(),
-                        "Ref:AzureClientSecretArn" | "Ref:SlackSigningSecretArn"
+                        "Ref:AzureClientSecretArn"
+                            | "Ref:SlackSigningSecretArn"
+                            | "Ref:SlackBotTokenSecretArn"
+                            | "Ref:TeamsWebhooksSecretArn"
                     )
+                }
+                "events" => {
+                    function.dir == "notify"
+                        && r == "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"
                 }
                 "ec2" => {
                     r == "*" || r.starts_with("arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:")
@@ -1298,6 +1418,8 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
     if let Some(secret) = secret {
         let condition = match secret.as_str() {
             "Ref:AzureClientSecretArn" => "ReadAzureSecret",
+            "Ref:SlackBotTokenSecretArn" => "ReadSlackBotToken",
+            "Ref:TeamsWebhooksSecretArn" => "ReadTeamsWebhooks",
             _ => "ReadSlackSecret",
         };
         assert!(
@@ -1311,23 +1433,36 @@ fn check_resources(id: &str, function: &Function, s: &Statement) {
                 "{id}: only the request function reads the Slack secret"
             );
         }
+        if secret == "Ref:SlackBotTokenSecretArn" {
+            assert_eq!(
+                function.dir, "notify",
+                "{id}: only the notify function reads the Slack bot token"
+            );
+        }
+        if secret == "Ref:TeamsWebhooksSecretArn" {
+            assert!(
+                matches!(function.dir.as_str(), "notify" | "policy"),
+                "{id}: only the notify function (which posts) and the policy function (which checks names) read the Teams webhooks"
+            );
+        }
     }
 }
 
 /// The `JITVM_*` names the code reads.
 fn variables_in_code() -> BTreeSet<String> {
     let text = source_text(&root().join("shared/src"));
-    let mut names = BTreeSet::new();
-    for piece in text.split('"').skip(1).step_by(2) {
-        if piece.starts_with("JITVM_")
-            && piece
-                .chars()
+    // Every string literal that is a whole `JITVM_*` name (found by its
+    // opening quote, so an escaped quote elsewhere cannot shift the count).
+    text.match_indices("\"JITVM_")
+        .filter_map(|(at, _)| {
+            let rest = &text[at + 1..];
+            let end = rest.find('"')?;
+            let name = &rest[..end];
+            name.chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        {
-            names.insert(piece.to_owned());
-        }
-    }
-    names
+                .then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// Every `.rs` file under `dir`, concatenated.
