@@ -14,6 +14,11 @@ const state = {
   tab: 'Configured',
   view: 'vms',
   timers: [],
+  // How many refreshes are on their way.
+  loading: 0,
+  // The live status poll of the request dialog, so that closing the dialog
+  // or asking again stops it before it writes into the page.
+  follow: null,
 };
 
 // ------------------------------------------------------------------ helpers
@@ -35,11 +40,13 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** Shows `text` at the top of the page and, since a modal dialog hides the page, in the open dialog too. */
 function notice(text, kind = 'error') {
-  const box = $('#notice');
-  box.textContent = text;
-  box.className = `notice ${kind === 'info' ? 'info' : ''}`;
-  box.hidden = !text;
+  for (const box of [$('#notice'), ...$$('dialog[open] .dialog-notice')]) {
+    box.textContent = text;
+    box.className = `${box.id === 'notice' ? 'notice' : 'notice dialog-notice'} ${kind === 'info' ? 'info' : ''}`;
+    box.hidden = !text;
+  }
 }
 
 class ApiFailure extends Error {
@@ -50,30 +57,41 @@ class ApiFailure extends Error {
   }
 }
 
-/** Calls the API with the signed-in token; throws ApiFailure with the API's own message. */
-async function api(method, path, body) {
+/**
+ * Calls the API with the signed-in token and returns the response when it
+ * is a success; throws ApiFailure with the API's own message otherwise.
+ * `options`: `body` (sent as JSON), extra `headers`, an abort `signal`
+ * (an aborted call throws the browser's AbortError, which callers drop).
+ */
+async function call(method, path, options = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   // Signed out (here or in another tab) while something was still on its way.
   if (!token) throw new ApiFailure(401, 'SignedOut', 'you are signed out');
-  const headers = { Authorization: `Bearer ${token}` };
+  const { body, signal } = options;
+  const headers = { ...(options.headers || {}), Authorization: `Bearer ${token}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
+    if (e.name === 'AbortError') throw e;
     throw new ApiFailure(0, 'Unreachable', `the API did not answer: ${e.message}`);
   }
+  if (response.ok) return response;
   const text = await response.text();
-  let data = null;
-  if (text && (response.headers.get('content-type') || '').includes('json')) {
-    try { data = JSON.parse(text); } catch { data = null; }
-  }
-  if (!response.ok) {
-    const error = data && data.error ? data.error : {};
-    throw new ApiFailure(response.status, error.code || String(response.status), error.message || text || response.statusText);
-  }
-  return data === null ? text : data;
+  let error = {};
+  try { error = (JSON.parse(text) || {}).error || {}; } catch { error = {}; }
+  throw new ApiFailure(response.status, error.code || String(response.status), error.message || text || response.statusText);
 }
+
+/** Calls the API (see `call`) and returns its JSON answer, or null for an empty one. */
+async function api(method, path, body, options = {}) {
+  const response = await call(method, path, { ...options, body });
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
+}
+
+const aborted = (e) => e && e.name === 'AbortError';
 
 /** Runs an action, showing the API's message if it fails; a new action clears the last message. */
 async function attempt(action, clear = true) {
@@ -81,6 +99,7 @@ async function attempt(action, clear = true) {
     if (clear) notice('');
     return await action();
   } catch (e) {
+    if (aborted(e)) return undefined;
     if (e instanceof ApiFailure && e.status === 401) {
       signOut('Your sign-in is no longer valid; sign in again.');
       return undefined;
@@ -166,6 +185,7 @@ function emptyRow(table, columns, text) {
 }
 
 function openDialog(dialog) {
+  for (const box of $$('.dialog-notice', dialog)) box.hidden = true;
   if (!dialog.open) dialog.showModal();
 }
 
@@ -186,11 +206,27 @@ function randomText(size) {
   return b64url(crypto.getRandomValues(new Uint8Array(size)));
 }
 
+/** "https://idp/x/" and "https://idp/x" name the same issuer. */
+const sameIssuer = (a, b) => typeof a === 'string' && typeof b === 'string'
+  && a.replace(/\/+$/, '') === b.replace(/\/+$/, '');
+
 async function discover(issuer) {
   const response = await fetch(`${issuer}/.well-known/openid-configuration`);
   if (!response.ok) throw new Error(`the identity provider's discovery document answered ${response.status}`);
-  return response.json();
+  const discovery = await response.json();
+  // OpenID Connect Discovery 1.0, 4.3: the document must name the issuer it was fetched from.
+  if (!sameIssuer(discovery.issuer, issuer)) {
+    throw new Error(`the identity provider's discovery document names the issuer ${discovery.issuer}, not ${issuer}`);
+  }
+  return discovery;
 }
+
+/**
+ * The redirect URI registered for the console: the root of the API that
+ * serves it (README, "Sign-in"), whatever address the page was opened at,
+ * so that it is always the one the provider knows.
+ */
+const redirectUri = () => `${location.origin}/`;
 
 /** OpenID Connect authorization code with PKCE: off to the provider. */
 async function oidcStart(config) {
@@ -198,9 +234,10 @@ async function oidcStart(config) {
   const verifier = randomText(48);
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier));
   const stateText = randomText(16);
-  const redirect = `${location.origin}${location.pathname}`;
+  const nonce = randomText(16);
+  const redirect = redirectUri();
   sessionStorage.setItem(PKCE_KEY, JSON.stringify({
-    verifier, state: stateText, tokenEndpoint: discovery.token_endpoint, redirect,
+    verifier, state: stateText, nonce, tokenEndpoint: discovery.token_endpoint, redirect,
   }));
   const query = new URLSearchParams({
     response_type: 'code',
@@ -208,19 +245,54 @@ async function oidcStart(config) {
     redirect_uri: redirect,
     scope: config.scope || 'openid',
     state: stateText,
+    nonce,
     code_challenge: b64url(new Uint8Array(digest)),
     code_challenge_method: 'S256',
   });
   location.assign(`${discovery.authorization_endpoint}?${query}`);
 }
 
-/** Back from the provider: trade the code for tokens. */
+/** The claims of a JWT (not its signature: the API's JWT authorizer checks that). */
+function claimsOf(jwt) {
+  const parts = String(jwt).split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const text = atob(parts[1].replace(/-/g, '+').replace(/_/g, '/'));
+    const bytes = Uint8Array.from(text, (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Why the ID token is not one for this sign-in (OpenID Connect Core 1.0,
+ * 3.1.3.7), or null when it is: issued by the configured issuer, to this
+ * client, with the nonce this tab sent, and not expired.
+ */
+function idTokenProblem(idToken, config, nonce, now = Date.now()) {
+  const claims = claimsOf(idToken);
+  if (!claims) return 'the ID token is not a JWT';
+  if (!sameIssuer(claims.iss, config.issuer)) return `the ID token was issued by ${claims.iss}, not ${config.issuer}`;
+  const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (!audience.includes(config.clientId)) return 'the ID token is not for this console (its audience)';
+  if (audience.length > 1 && claims.azp !== config.clientId) return 'the ID token was issued to another client (azp)';
+  if (!nonce || claims.nonce !== nonce) return 'the ID token does not carry the nonce of this sign-in';
+  if (typeof claims.exp !== 'number' || claims.exp * 1000 < now - 60 * 1000) return 'the ID token has expired';
+  return null;
+}
+
+/** Back from the provider: check the answer, trade the code for tokens, check the ID token. */
 async function oidcFinish(config, params) {
   const saved = JSON.parse(sessionStorage.getItem(PKCE_KEY) || 'null');
   sessionStorage.removeItem(PKCE_KEY);
+  // The code and state leave the address bar (and the history) at once.
   history.replaceState(null, '', location.pathname);
   if (params.get('error')) throw new Error(`sign-in failed: ${params.get('error_description') || params.get('error')}`);
-  if (!saved || saved.state !== params.get('state')) throw new Error('sign-in failed: the answer does not belong to this sign-in; try again');
+  if (!saved || !params.get('state') || saved.state !== params.get('state')) {
+    throw new Error('sign-in failed: the answer does not belong to this sign-in; try again');
+  }
   const response = await fetch(saved.tokenEndpoint, {
     method: 'POST',
     headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
@@ -234,9 +306,12 @@ async function oidcFinish(config, params) {
   });
   if (!response.ok) throw new Error(`sign-in failed: the token endpoint answered ${response.status}`);
   const tokens = await response.json();
-  // The ID token's audience is this client, which the API's JWT authorizer accepts.
-  const token = tokens.id_token || tokens.access_token;
-  if (!token) throw new Error('sign-in failed: the provider gave no token');
+  // The ID token's audience is this client, which the API's JWT authorizer
+  // accepts; it is the only token the page keeps (in this tab only).
+  const token = tokens.id_token;
+  if (!token) throw new Error('sign-in failed: the provider gave no ID token');
+  const problem = idTokenProblem(token, config, saved.nonce);
+  if (problem) throw new Error(`sign-in failed: ${problem}; try again`);
   sessionStorage.setItem(TOKEN_KEY, token);
 }
 
@@ -251,6 +326,8 @@ function showSignIn(config) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  stopFollowing();
+  for (const dialog of $$('dialog[open]')) dialog.close();
   state.timers.forEach(clearInterval);
   state.timers = [];
   location.hash = '';
@@ -287,6 +364,9 @@ function showView(view) {
 async function refresh() {
   state.timers.forEach(clearInterval);
   state.timers = [];
+  // While a refresh runs the page says so, for the browser test to wait on.
+  state.loading += 1;
+  document.body.dataset.loading = 'true';
   await attempt(async () => {
     state.vms = (await api('GET', '/v1/vms')).value || [];
     fillVmFilter();
@@ -295,6 +375,8 @@ async function refresh() {
     if (state.view === 'activity') await renderActivity();
     await renderPending();
   }, false);
+  state.loading -= 1;
+  if (!state.loading) delete document.body.dataset.loading;
 }
 
 const COLUMNS = {
@@ -355,6 +437,7 @@ function vmRow(vm) {
 // ------------------------------------------------------------------ request access
 
 function requestAccess(vm) {
+  stopFollowing();
   const dialog = $('#request-dialog');
   dialog.dataset.vm = vm.id;
   $('#request-vm').textContent = `${vmLabel(vm.id, vm.name)} · ${vm.id}`;
@@ -395,27 +478,63 @@ async function submitRequest() {
   };
   const justification = $('#justification').value.trim();
   if (justification) body.justification = justification;
-  const record = await attempt(() => api('POST', '/v1/requests', body));
-  if (!record) return undefined;
+  // The poll of an earlier request stops now; this one's starts only if
+  // the dialog is still open for it when the API answers.
+  stopFollowing();
+  const controller = new AbortController();
+  state.follow = controller;
   $('#request-submit').disabled = true;
-  return followRequest(record.id, $('#request-status'));
+  const record = await attempt(() => api('POST', '/v1/requests', body));
+  if (controller.signal.aborted) return undefined;
+  if (!record) {
+    state.follow = null;
+    $('#request-submit').disabled = false;
+    return undefined;
+  }
+  showProgress(record, $('#request-status'));
+  return followRequest(record, controller, $('#request-status'));
 }
 
-/** Shows a request's status live until every port has settled. */
-async function followRequest(id, box) {
+/** Stops the live status poll, if one runs: nothing it still had on its way reaches the page. */
+function stopFollowing() {
+  if (state.follow) state.follow.abort();
+  state.follow = null;
+}
+
+/** Waits `ms`, or less when `signal` aborts (then throws its AbortError). */
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(new DOMException('the poll was stopped', 'AbortError'));
+    }, { once: true });
+  });
+}
+
+/**
+ * Shows a request's status live until every port has settled, the dialog
+ * closes, or another request starts (either aborts the poll: its pending
+ * call and its wait, so no late answer overwrites the page).
+ */
+async function followRequest(first, controller, box) {
+  const { signal } = controller;
+  const { id } = first;
   const started = Date.now();
+  let record = first;
   for (;;) {
-    const record = await attempt(() => api('GET', `/v1/requests/${encodeURIComponent(id)}`));
-    if (!record) return;
+    const settled = record.status === 'Denied' || portsOf(record).every((p) => p.status !== 'Initiating');
+    if (settled || Date.now() - started > 10 * 60 * 1000) break;
+    const wait = record.status === 'PendingApproval' ? 3000 : 1000;
+    record = await attempt(async () => {
+      await pause(wait, signal);
+      return api('GET', `/v1/requests/${encodeURIComponent(id)}`, undefined, { signal });
+    }, false);
+    if (signal.aborted || !record) break;
     showProgress(record, box);
-    const ports = portsOf(record);
-    const settled = record.status === 'Denied' || ports.every((p) => p.status !== 'Initiating');
-    if (settled || Date.now() - started > 10 * 60 * 1000) {
-      refresh();
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, record.status === 'PendingApproval' ? 3000 : 1000));
   }
+  if (state.follow === controller) state.follow = null;
+  if (!signal.aborted) await refresh();
 }
 
 function showProgress(record, box) {
@@ -448,25 +567,46 @@ async function renderMine() {
   return undefined;
 }
 
+/**
+ * Where a request of mine stands, as the requestor sees it: waiting for an
+ * approver (nothing is open yet, it can be withdrawn), open (ports
+ * Initiated, with the time left; it can be revoked or extended), opening,
+ * or over.
+ */
+function standing(record) {
+  const ports = portsOf(record);
+  const open = ports.filter((p) => p.status === 'Initiated');
+  const opening = ports.filter((p) => p.status === 'Initiating');
+  if (record.status === 'PendingApproval') return { key: 'pending', text: 'Waiting for approval', open: [] };
+  if (record.status === 'Denied') return { key: 'denied', text: 'Denied', open: [] };
+  if (open.length) return { key: 'open', text: `Open: ${open.map((p) => p.number).join(', ')}`, open };
+  if (opening.length) return { key: 'opening', text: 'Opening', open: [] };
+  return { key: 'closed', text: ports.some((p) => p.status === 'Failed') ? 'Failed' : 'Closed', open: [] };
+}
+
 function mineRow(record) {
-  const open = portsOf(record).filter((p) => p.status === 'Initiated' || p.status === 'Initiating');
-  const live = record.status === 'PendingApproval' || open.length > 0;
-  const end = open.map((p) => p.endTimeUtc).sort().pop();
-  return el('tr', { dataset: { request: record.id } },
+  const now = standing(record);
+  // Time left only for ports that are open: a pending request's end time is
+  // a placeholder until it is approved.
+  const end = now.open.map((p) => p.endTimeUtc).sort().pop();
+  return el('tr', { dataset: { request: record.id, standing: now.key } },
     el('td', {}, nameOfVm(vmOf(record)), el('span', { class: 'sub' }, vmOf(record))),
     el('td', {}, portSummary(record)),
-    el('td', { class: 'status' }, pill(record.status)),
+    el('td', { class: 'status' }, pill(record.status), el('span', { class: 'sub standing' }, now.text)),
     el('td', end ? { class: 'remaining', dataset: { end } } : { class: 'remaining' }, end ? remaining(end) : '—'),
     el('td', {}, when(record.startTimeUtc), record.justification ? el('span', { class: 'sub' }, record.justification) : null),
     el('td', { class: 'actions' },
-      open.length ? el('button', { type: 'button', class: 'extend link', onclick: () => extend(record) }, 'Extend') : '',
-      live ? el('button', { type: 'button', class: 'revoke danger', onclick: () => revoke(record) }, 'Revoke') : ''));
+      now.key === 'open' ? el('button', { type: 'button', class: 'extend link', onclick: () => extend(record) }, 'Extend') : '',
+      // The API's revoke withdraws a request still waiting for approval.
+      now.key === 'pending' ? el('button', { type: 'button', class: 'withdraw danger', onclick: () => revoke(record, true) }, 'Withdraw') : '',
+      now.key === 'open' || now.key === 'opening'
+        ? el('button', { type: 'button', class: 'revoke danger', onclick: () => revoke(record, false) }, 'Revoke') : ''));
 }
 
-async function revoke(record) {
+async function revoke(record, withdraw) {
   const done = await attempt(() => api('POST', `/v1/requests/${encodeURIComponent(record.id)}/revoke`));
   if (done) {
-    notice(done.warning ? done.warning : `Request ${record.id} revoked.`, 'info');
+    notice(done.warning ? done.warning : `Request ${record.id} ${withdraw ? 'withdrawn' : 'revoked'}.`, 'info');
     await refresh();
   }
 }
@@ -507,24 +647,44 @@ async function renderPending() {
     el('td', {}, portSummary(record)),
     el('td', { class: 'justification' }, record.justification || '—'),
     el('td', { class: 'actions' },
-      el('button', { type: 'button', class: 'approve primary', onclick: () => decide(record, 'approve') }, 'Approve'),
-      el('button', { type: 'button', class: 'deny danger', onclick: () => askDeny(record) }, 'Deny')))));
+      el('button', { type: 'button', class: 'approve primary', onclick: () => askDecision(record, 'approve') }, 'Approve'),
+      el('button', { type: 'button', class: 'deny danger', onclick: () => askDecision(record, 'deny') }, 'Deny')))));
 }
 
-async function decide(record, verb, reason) {
-  const body = verb === 'deny' && reason ? { reason } : undefined;
-  const done = await attempt(() => api('POST', `/v1/requests/${encodeURIComponent(record.id)}/${verb}`, body));
-  if (done) {
-    notice(`Request ${record.id} ${verb === 'approve' ? 'approved' : 'denied'}.`, 'info');
-    await refresh();
-  }
-}
-
-function askDeny(record) {
-  const dialog = $('#deny-dialog');
+/** Asks the approver for the reason: optional to approve, required to deny (the requestor reads it). */
+function askDecision(record, verb) {
+  const dialog = $('#decision-dialog');
+  const deny = verb === 'deny';
   dialog.dataset.request = record.id;
-  $('#deny-reason').value = '';
+  dialog.dataset.verb = verb;
+  $('#decision-title').textContent = deny ? 'Deny request' : 'Approve request';
+  $('#decision-request').textContent = `${record.requestor} · ${nameOfVm(vmOf(record))} · ${record.id}`;
+  $('#decision-reason-label').textContent = deny
+    ? 'Reason (required; shown to the requestor)'
+    : 'Reason (optional; kept in the request\'s history)';
+  $('#decision-reason').value = '';
+  $('#decision-reason').required = deny;
+  $('#decision-submit').textContent = deny ? 'Deny' : 'Approve';
+  $('#decision-submit').className = deny ? 'danger' : 'primary';
   openDialog(dialog);
+  notice('');
+}
+
+/** Sends the decision; the dialog stays open with the API's message when it is refused. */
+async function decide() {
+  const dialog = $('#decision-dialog');
+  const { request: id, verb } = dialog.dataset;
+  const reason = $('#decision-reason').value.trim();
+  if (verb === 'deny' && !reason) {
+    notice('Say why you deny it: the requestor reads the reason.');
+    return;
+  }
+  const body = reason ? { reason } : undefined;
+  const done = await attempt(() => api('POST', `/v1/requests/${encodeURIComponent(id)}/${verb}`, body));
+  if (!done) return;
+  dialog.close();
+  notice(`Request ${id} ${verb === 'approve' ? 'approved' : 'denied'}.`, 'info');
+  await refresh();
 }
 
 // ------------------------------------------------------------------ activity
@@ -565,14 +725,38 @@ async function renderActivity() {
   return undefined;
 }
 
+/** The file name the API gives in Content-Disposition, kept to safe characters. */
+function fileNameOf(response, fallback) {
+  const match = /filename="?([^";]+)"?/i.exec(response.headers.get('content-disposition') || '');
+  const name = match ? match[1].replace(/[^A-Za-z0-9._-]/g, '_') : '';
+  return /\.csv$/i.test(name) ? name : fallback;
+}
+
+/**
+ * Saves the API's CSV for the activity filter. The call needs the token,
+ * so it is fetched here and saved from a Blob of its bytes as they came
+ * (a plain link could not send the token; decoding it as text would drop
+ * the UTF-8 byte order mark that spreadsheets such as Excel need).
+ */
 async function downloadCsv() {
   const query = activityWindow();
-  const csv = await attempt(() => api('GET', `/v1/audit.csv?${query}`));
-  if (csv === undefined) return;
-  const link = el('a', { href: URL.createObjectURL(new Blob([csv], { type: 'text/csv' })), download: 'jitvm-activity.csv' });
-  document.body.append(link);
-  link.click();
-  link.remove();
+  const saved = await attempt(async () => {
+    const response = await call('GET', `/v1/audit.csv?${query}`);
+    const name = fileNameOf(response, 'jitvm-audit.csv');
+    let bytes = new Uint8Array(await response.arrayBuffer());
+    const bom = [0xef, 0xbb, 0xbf];
+    if (!bom.every((b, i) => bytes[i] === b)) bytes = new Uint8Array([...bom, ...bytes]);
+    const url = URL.createObjectURL(new Blob([bytes], { type: 'text/csv;charset=utf-8' }));
+    const link = el('a', { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // The browser has taken the file once the click returns; the URL is
+    // let go of a little later, as some browsers read it asynchronously.
+    setTimeout(() => URL.revokeObjectURL(url), 60 * 1000);
+    return name;
+  });
+  if (saved) notice(`Downloaded ${saved}.`, 'info');
 }
 
 // ------------------------------------------------------------------ policies
@@ -596,7 +780,7 @@ function portEditor(port) {
   return row;
 }
 
-async function editPolicy(vm) {
+async function editPolicy(vm, reloaded = false) {
   const dialog = $('#policy-dialog');
   dialog.dataset.vm = vm.id;
   $('#policy-vm').textContent = `${vmLabel(vm.id, vm.name)} · ${vm.id}`;
@@ -606,15 +790,23 @@ async function editPolicy(vm) {
     const stored = await attempt(() => api('GET', vmPath(vm.id)));
     if (!stored) return;
     policy = stored;
-    dialog.dataset.version = stored.version ?? '';
+    // Saved back with If-Match, so another admin's change in between is
+    // never overwritten unseen.
+    dialog.dataset.version = String(stored.version);
   } else {
     delete dialog.dataset.version;
   }
+  dialog.dataset.status = vm.status;
+  dialog.dataset.name = vm.name || '';
   $('#policy-title').textContent = vm.status === 'Configured' ? 'Edit JIT policy' : 'Enable JIT';
   $('#policy-ports tbody').replaceChildren(...policy.ports.map(portEditor));
   $('#policy-requesters').value = (policy.requesters || []).join('\n');
   $('#policy-approvers').value = (policy.approvers || []).join('\n');
   $('#policy-close-standing').checked = Boolean(policy.closeStandingAccess);
+  if (reloaded) {
+    $('#policy-result').replaceChildren(el('div', { class: 'headline' },
+      `Reloaded version ${policy.version}${policy.updatedBy ? `, saved by ${policy.updatedBy}` : ''}; make your change again.`));
+  }
   openDialog(dialog);
 }
 
@@ -634,8 +826,29 @@ async function savePolicy() {
     approvers: lines($('#policy-approvers').value),
     closeStandingAccess: $('#policy-close-standing').checked,
   };
-  const saved = await attempt(() => api('PUT', vmPath(dialog.dataset.vm), body));
+  const version = dialog.dataset.version;
+  const headers = version ? { 'If-Match': `"${version}"` } : {};
+  let changed = false;
+  const saved = await attempt(async () => {
+    try {
+      return await api('PUT', vmPath(dialog.dataset.vm), body, { headers });
+    } catch (e) {
+      if (!(e instanceof ApiFailure) || e.status !== 412) throw e;
+      changed = true;
+      return undefined;
+    }
+  });
+  if (changed) {
+    const vm = { id: dialog.dataset.vm, name: dialog.dataset.name, status: dialog.dataset.status };
+    notice('This policy was changed by someone else since you opened it; reload it to see their change, then make yours again.');
+    $('#policy-result').replaceChildren(el('div', { class: 'headline error' },
+      'Not saved: changed by someone else. ',
+      el('button', { type: 'button', class: 'link reload-policy', onclick: () => editPolicy({ ...vm, status: 'Configured' }, true) }, 'Reload')));
+    return;
+  }
   if (!saved) return;
+  dialog.dataset.version = String(saved.version);
+  dialog.dataset.status = 'Configured';
   const exposures = saved.exposures || [];
   $('#policy-result').replaceChildren(el('div', { class: 'headline' }, `Saved: version ${saved.version}.`),
     exposures.length
@@ -680,11 +893,8 @@ function wire(config) {
   $('#policy-add-port').addEventListener('click', () => $('#policy-ports tbody').append(portEditor(
     { number: '', protocol: 'tcp', allowedSourceAddressPrefixes: ['*'], maxRequestAccessDuration: 'PT3H' })));
   $('#policy-save').addEventListener('click', savePolicy);
-  $('#deny-submit').addEventListener('click', async () => {
-    const dialog = $('#deny-dialog');
-    dialog.close();
-    await decide({ id: dialog.dataset.request }, 'deny', $('#deny-reason').value.trim());
-  });
+  $('#decision-submit').addEventListener('click', decide);
+  $('#request-dialog').addEventListener('close', stopFollowing);
   $('#activity-apply').addEventListener('click', refresh);
   $('#activity-csv').addEventListener('click', downloadCsv);
 }
@@ -692,8 +902,15 @@ function wire(config) {
 async function main() {
   const config = await loadConfig();
   wire(config);
+  // The page asks for the code flow only: a token in the address's
+  // fragment (the implicit flow) did not come from this page's sign-in.
+  // It is dropped from the address and never used.
+  if (/(^|[#&])(access_token|id_token|code|state)=/.test(location.hash)) {
+    history.replaceState(null, '', `${location.pathname}${location.search}`);
+    notice('A sign-in answer in the address fragment was ignored; sign in here.');
+  }
   const params = new URLSearchParams(location.search);
-  if (config.signIn === 'oidc' && (params.has('code') || params.has('error'))) {
+  if (config.signIn === 'oidc' && (params.has('code') || params.has('state') || params.has('error'))) {
     await attempt(() => oidcFinish(config, params));
   }
   if (sessionStorage.getItem(TOKEN_KEY)) {

@@ -309,5 +309,8 @@ mod tests {
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
         assert!(!INDEX.contains("http://") && !INDEX.contains("https://"));
         assert!(!APP_JS.contains("innerHTML") && !APP_JS.contains("eval("));
+        // Tokens live in the tab's sessionStorage only, never where every
+        // tab and every later visit can read them.
+        assert!(!APP_JS.contains("localStorage") && !APP_JS.contains("document.cookie"));
     }
 }

@@ -25,7 +25,7 @@ pub mod serve;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -50,38 +50,53 @@ use jitvm_policy::PolicyApi;
 use jitvm_request::RequestApi;
 use jitvm_request::chatops::SlackApp;
 
-/// Bearer tokens and the principals they stand for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tokens(HashMap<String, Principal>);
+/// Bearer tokens and the principals they stand for. Clones share one map,
+/// so that a token can be added while the host serves (a test's stand-in
+/// identity provider adds each ID token it issues).
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Arc<RwLock<HashMap<String, Principal>>>);
 
 impl Tokens {
     /// Parses `JITVM_LOCAL_TOKENS`: `name=token` pairs separated by commas;
     /// `name` becomes the principal `local:<name>`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut map = HashMap::new();
+        let tokens = Self::default();
         for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((name, token)) = pair.split_once('=') else {
                 return Err(format!("JITVM_LOCAL_TOKENS: {pair:?} is not name=token"));
             };
-            let (name, token) = (name.trim(), token.trim());
-            if token.len() < 8 {
-                return Err(format!(
-                    "JITVM_LOCAL_TOKENS: the token of {name:?} is shorter than 8 characters"
-                ));
-            }
-            let principal = Principal::parse(&format!("local:{name}"))
-                .map_err(|e: PrincipalError| format!("JITVM_LOCAL_TOKENS: {name:?}: {e}"))?;
-            if map.insert(token.to_owned(), principal).is_some() {
-                return Err(format!(
-                    "JITVM_LOCAL_TOKENS: a token is given twice (for {name:?})"
-                ));
-            }
+            tokens.add(name, token)?;
         }
-        Ok(Self(map))
+        Ok(tokens)
     }
 
-    fn principal(&self, token: &str) -> Option<&Principal> {
-        self.0.get(token)
+    /// Adds `token` for the principal `local:<name>`: at least 8
+    /// characters, and not one already given.
+    pub fn add(&self, name: &str, token: &str) -> Result<(), String> {
+        let (name, token) = (name.trim(), token.trim());
+        if token.len() < 8 {
+            return Err(format!(
+                "JITVM_LOCAL_TOKENS: the token of {name:?} is shorter than 8 characters"
+            ));
+        }
+        let principal = Principal::parse(&format!("local:{name}"))
+            .map_err(|e: PrincipalError| format!("JITVM_LOCAL_TOKENS: {name:?}: {e}"))?;
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.contains_key(token) {
+            return Err(format!(
+                "JITVM_LOCAL_TOKENS: a token is given twice (for {name:?})"
+            ));
+        }
+        map.insert(token.to_owned(), principal);
+        Ok(())
+    }
+
+    fn principal(&self, token: &str) -> Option<Principal> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned()
     }
 }
 
@@ -458,7 +473,7 @@ async fn serve_http(
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|t| host.tokens.principal(t.trim()))
         .map(|principal| Caller {
-            principal: principal.clone(),
+            principal,
             address: Some(peer.ip()),
             reported: None,
         });
