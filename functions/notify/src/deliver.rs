@@ -81,7 +81,7 @@ pub async fn deliver(
     tracing::warn!(request_id, ?kind, channel, attempt = next, retry_in_secs = delay.as_secs(), error = %why, "notice not delivered; trying again");
     let job = Job::Deliver {
         target: target.clone(),
-        notice: notice.clone(),
+        notice: Box::new(notice.clone()),
         attempt: next,
     };
     app.jobs.put(&job, delay).await

@@ -1,6 +1,6 @@
 //! The notify queue's messages: a delivery to try again, events to put on
-//! the bus again, and a reminder that access is about to end. Both wait on a standard SQS queue with a
-//! per-message delay, hopping when they must wait longer than SQS allows,
+//! the bus again, and a reminder that access is about to end. All wait on a
+//! standard SQS queue with a per-message delay, hopping when they must wait longer than SQS allows,
 //! as the expiry timers do.
 
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub enum Job {
     #[serde(rename_all = "camelCase")]
     Deliver {
         target: Target,
-        notice: Notice,
+        notice: Box<Notice>,
         attempt: u32,
     },
     /// Remind the requestor of `request_id`, at `at`, that access ends.
