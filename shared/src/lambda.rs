@@ -160,6 +160,27 @@ where
     .await
 }
 
+/// The answer to an SQS batch whose messages were handled side by side:
+/// each message whose `outcome` is an error is reported failed (logged
+/// with `what` went wrong), for SQS to deliver again; the others are done.
+pub fn batch_response<E: std::fmt::Display>(
+    messages: &[aws_lambda_events::event::sqs::SqsMessage],
+    outcomes: Vec<Result<(), E>>,
+    what: &str,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+    for (message, outcome) in messages.iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            let id = message.message_id.clone().unwrap_or_default();
+            tracing::error!(message_id = %id, error = %e, "{what}; SQS delivers it again");
+            let mut failure = aws_lambda_events::event::sqs::BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};

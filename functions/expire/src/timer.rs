@@ -2,7 +2,7 @@
 //! of timers from the expiry queue, each handled at once and on its own, so
 //! one cloud being slow never delays a timer of another.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use jiff::Timestamp;
 use jitvm_core::expiry::{Closing, Due, Timer};
 use jitvm_core::ports::{AdapterError, FoundRule};
@@ -31,17 +31,11 @@ pub async fn handle_timers(
 ) -> SqsBatchResponse {
     let outcomes =
         futures_util::future::join_all(event.records.iter().map(|m| on_timer(app, m, clock))).await;
-    let mut response = SqsBatchResponse::default();
-    for (message, outcome) in event.records.iter().zip(outcomes) {
-        if let Err(e) = outcome {
-            let id = message.message_id.clone().unwrap_or_default();
-            tracing::error!(message_id = %id, error = %e, "a timer could not be handled or set again; SQS delivers it again");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    jitvm_core::lambda::batch_response(
+        &event.records,
+        outcomes,
+        "a timer could not be handled or set again",
+    )
 }
 
 async fn on_timer(

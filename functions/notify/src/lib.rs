@@ -19,7 +19,7 @@ mod tally;
 
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use jiff::Timestamp;
 use jitvm_core::notify::{
     AuditEvent, Job, Notice, NoticeKind, RecordChange, audit_events, notices, retry_delay,
@@ -116,17 +116,7 @@ async fn publish(
 pub async fn on_jobs(app: &NotifyApp<'_>, event: SqsEvent, now: Timestamp) -> SqsBatchResponse {
     let outcomes =
         futures_util::future::join_all(event.records.iter().map(|m| on_job(app, m, now))).await;
-    let mut response = SqsBatchResponse::default();
-    for (message, outcome) in event.records.iter().zip(outcomes) {
-        if let Err(e) = outcome {
-            let id = message.message_id.clone().unwrap_or_default();
-            tracing::error!(message_id = %id, error = %e, "a notify job failed; SQS delivers it again");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    jitvm_core::lambda::batch_response(&event.records, outcomes, "a notify job failed")
 }
 
 async fn on_job(

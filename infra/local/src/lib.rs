@@ -295,28 +295,20 @@ impl Host {
     /// Polls the notify queue forever (long polling, 20 s), each batch on
     /// its own task, as the expiry queue is polled.
     pub async fn run_notify_poller(self: Arc<Self>) {
-        loop {
-            let received = match self.notify.jobs.receive(10, 20).await {
-                Ok(received) => received,
-                Err(e) => {
-                    tracing::error!(error = %e, "polling the notify queue failed");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-            };
-            if received.is_empty() {
-                continue;
-            }
-            let host = Arc::clone(&self);
-            tokio::spawn(async move {
+        poll_forever(
+            self,
+            |host| &host.notify.jobs,
+            "the notify queue",
+            |host, received| async move {
                 let response =
                     jitvm_notify::on_jobs(&host.notify_app(), sqs_event(&received), host.now())
                         .await;
-                if let Err(e) = settle(&host.notify.jobs, &received, &response).await {
-                    tracing::error!(error = %e, "settling a batch of notify jobs failed");
-                }
-            });
-        }
+                settle(&host.notify.jobs, &received, &response)
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await
     }
 
     /// Polls the queue forever (long polling, 20 s).
@@ -338,25 +330,13 @@ impl Host {
     /// timer waiting out its last second or a slow cloud never holds up
     /// the next batch.
     pub async fn run_timer_poller(self: Arc<Self>) {
-        loop {
-            let received = match self.timers.receive(10, 20).await {
-                Ok(received) => received,
-                Err(e) => {
-                    tracing::error!(error = %e, "polling the expiry queue failed");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-            };
-            if received.is_empty() {
-                continue;
-            }
-            let host = Arc::clone(&self);
-            tokio::spawn(async move {
-                if let Err(e) = host.handle_timers(&received).await {
-                    tracing::error!(error = %e, "settling a batch of timers failed");
-                }
-            });
-        }
+        poll_forever(
+            self,
+            |host| &host.timers,
+            "the expiry queue",
+            |host, received| async move { host.handle_timers(&received).await.map(|_| ()) },
+        )
+        .await
     }
 
     /// Sweeps every `interval`, forever.
@@ -369,6 +349,36 @@ impl Host {
                 tracing::error!(error = %e, "sweep failed");
             }
         }
+    }
+}
+
+/// Polls `queue` of `host` forever (long polling, 20 s) and hands each
+/// batch to `handle` on a task of its own, as Lambda runs batches side by
+/// side: a slow batch never holds up the next.
+async fn poll_forever<Q, H, F>(host: Arc<Host>, queue: Q, name: &'static str, handle: H)
+where
+    Q: Fn(&Host) -> &SqsQueue,
+    H: Fn(Arc<Host>, Vec<Received>) -> F,
+    F: std::future::Future<Output = Result<(), AdapterError>> + Send + 'static,
+{
+    loop {
+        let received = match queue(&host).receive(10, 20).await {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::error!(error = %e, queue = name, "polling a queue failed");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if received.is_empty() {
+            continue;
+        }
+        let batch = handle(Arc::clone(&host), received);
+        tokio::spawn(async move {
+            if let Err(e) = batch.await {
+                tracing::error!(error = %e, queue = name, "settling a batch failed");
+            }
+        });
     }
 }
 
