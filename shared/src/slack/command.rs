@@ -71,6 +71,8 @@ pub struct RequestCommand {
     /// The source prefix in its canonical form (`198.51.100.7/32`).
     pub source: String,
     pub justification: Option<String>,
+    /// `--break-glass`: open without waiting for an approver.
+    pub break_glass: bool,
 }
 
 impl RequestCommand {
@@ -93,6 +95,7 @@ impl RequestCommand {
                     .collect(),
             }],
             justification: self.justification.clone(),
+            break_glass: self.break_glass,
         }
     }
 }
@@ -411,6 +414,7 @@ fn parse_request(words: &[&str], tail: Option<&str>) -> Result<RequestCommand, C
         duration,
         source,
         justification,
+        break_glass: false,
     })
 }
 
@@ -699,6 +703,7 @@ mod tests {
                 duration: SignedDuration::from_hours(1),
                 source: "198.51.100.7/32".into(),
                 justification: Some("fixing the deploy".into()),
+                break_glass: false,
             }
         );
     }
