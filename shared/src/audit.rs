@@ -66,6 +66,7 @@ pub fn emit(row: &AuditRow) {
         end_time_utc,
         justification,
         message,
+        _break_glass,
     ] = row.cells();
     let some = |s: &String| (!s.is_empty()).then(|| s.clone());
     tracing::info!(
@@ -85,6 +86,7 @@ pub fn emit(row: &AuditRow) {
         end_time_utc = some(&end_time_utc),
         justification = some(&justification),
         message = some(&message),
+        break_glass = row.break_glass,
         "audit"
     );
 }

@@ -52,6 +52,7 @@ fn refusal(
     };
     let held = HeldGrant {
         requestor: record.map(RequestRecord::requestor),
+        break_glass: record.is_some_and(RequestRecord::break_glass),
         port,
         protocol: record.and_then(|r| r.port(port)).map(|p| p.protocol),
         source: &source,

@@ -1714,6 +1714,7 @@ async fn group_ids_keep_short_vm_ids_and_hash_long_ones() {
             ports: vec![port.clone()],
         }],
         justification: None,
+        break_glass: false,
     };
     queue.enqueue(&raw("azure-1", &long)).await.expect("queued");
     queue

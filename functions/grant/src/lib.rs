@@ -134,11 +134,13 @@ async fn process_since(
         Err(e) => return retry(e),
     };
     if let Some(record) = &existing
-        && (record.requestor() != &requestor || record.vm() != request.vm())
+        && (record.requestor() != &requestor
+            || record.vm() != request.vm()
+            || record.break_glass() != request.break_glass())
     {
         reject(
             Some(id.as_str()),
-            "the message's requestor or VM differs from the recorded request with this id",
+            "the message's requestor, VM or breakGlass differs from the recorded request with this id",
         );
         return Outcome::Done;
     }
@@ -169,7 +171,22 @@ async fn process_since(
             }
         }
     };
-    let record = match recorded(app, &request, &requestor, &grants, existing, now).await {
+    // A break-glass request sent straight to the queue keeps the policy's
+    // approvers on record, as one sent to the API does.
+    let approvers = match &policy {
+        Some(p) if request.break_glass() => p.approvers(),
+        _ => &[],
+    };
+    let record = match recorded(
+        app,
+        (&request, &requestor),
+        &grants,
+        approvers,
+        existing,
+        now,
+    )
+    .await
+    {
         Ok(record) => record,
         Err(outcome) => return outcome,
     };
@@ -251,16 +268,16 @@ async fn approved(
 /// to the queue by another system, one recorded now.
 async fn recorded(
     app: &GrantApp<'_>,
-    request: &AccessRequest,
-    requestor: &jitvm_core::Principal,
+    (request, requestor): (&AccessRequest, &jitvm_core::Principal),
     grants: &[Grant],
+    approvers: &[jitvm_core::PrincipalPattern],
     existing: Option<RequestRecord>,
     now: Timestamp,
 ) -> Result<RequestRecord, Outcome> {
     if let Some(record) = existing {
         return Ok(record);
     }
-    let record = RequestRecord::accepted(request, requestor, grants, &[], now);
+    let record = RequestRecord::accepted(request, requestor, grants, approvers, now);
     match records::create(app.requests, &record).await {
         Ok(()) => Ok(record),
         // Created meanwhile by a concurrent delivery: use that one.
@@ -609,6 +626,7 @@ async fn hold_against_policy(
             let source = grant.source();
             let held = HeldGrant {
                 requestor: Some(grant.requestor()),
+                break_glass: grant.break_glass(),
                 port: grant.port(),
                 protocol: Some(grant.protocol()),
                 source: &source,

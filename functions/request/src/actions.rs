@@ -53,12 +53,18 @@ pub async fn submit(
             .emit();
             return Err(ApiError::new(status, code, message));
         }
+        // A break-glass request opens at once, and its record keeps the
+        // policy's approvers: they are who is told, and who may look.
+        Decision::Approved { grants } if request.break_glass() => {
+            let approvers = policy.as_ref().map(|e| e.policy.approvers().to_vec());
+            (grants, approvers.unwrap_or_default())
+        }
         Decision::Approved { grants } => (grants, Vec::new()),
         Decision::PendingApproval { grants, approvers } => (grants, approvers),
     };
     let record = RequestRecord::accepted(&request, &caller.principal, &grants, &approvers, now);
     records::create(api.requests, &record).await?;
-    if !approvers.is_empty() {
+    if record.status() == RequestStatus::PendingApproval {
         return Ok(record);
     }
     let message = RequestMessage::accepted(&request, &caller.principal, &grants);
@@ -309,9 +315,12 @@ pub async fn revoke(
 ) -> Result<Revocation, ApiError> {
     let current = load(api, id).await?;
     let vm = current.value.vm().clone();
-    if current.value.requestor() != &caller.principal && !caller.is_admin(api.admins) {
+    if current.value.requestor() != &caller.principal
+        && !caller.is_admin(api.admins)
+        && !may_revoke_break_glass(api, caller, &current.value).await?
+    {
         return Err(ApiError::forbidden(format!(
-            "only the requestor of {id} or an admin may revoke it"
+            "only the requestor of {id} or an admin may revoke it (or, for a break-glass request, an approver of the VM)"
         )));
     }
     // Close the rules, then the record, then the rules again: a grant being
@@ -365,6 +374,28 @@ pub async fn revoke(
     }
     .emit();
     Ok(Revocation { record, still_open })
+}
+
+/// Whether `caller` may close a break-glass `record` as an approver: it
+/// opened without them, so each approver it names, and each of the VM's
+/// current policy, may close it (from the notice they were sent, say).
+async fn may_revoke_break_glass(
+    api: &RequestApi<'_>,
+    caller: &Caller,
+    record: &RequestRecord,
+) -> Result<bool, ApiError> {
+    if !record.break_glass() {
+        return Ok(false);
+    }
+    if record
+        .approvers()
+        .iter()
+        .any(|a| a.matches(&caller.principal))
+    {
+        return Ok(true);
+    }
+    let policy = api.policies.get_policy(record.vm()).await?;
+    Ok(policy.is_some_and(|e| e.policy.allows_approver(&caller.principal)))
 }
 
 /// How long one pass over a request's rules may take before they are
@@ -443,5 +474,8 @@ fn pending_body(record: &RequestRecord) -> InitiateBody {
                 .collect(),
         }],
         justification: record.justification().map(|j| j.as_str().to_owned()),
+        // Only a request waiting for approval is approved: never one that
+        // broke glass.
+        break_glass: false,
     }
 }

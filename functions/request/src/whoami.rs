@@ -9,11 +9,12 @@ use crate::RequestApi;
 
 /// The caller's principal (and what the authentication reported, when the
 /// principal was derived from it), whether they are an admin or an
-/// auditor, and the VMs whose policies name them as an approver or let
-/// them request access.
+/// auditor, and the VMs whose policies name them as an approver, let them
+/// request access, or let them break glass (open without approval).
 pub async fn whoami(api: &RequestApi<'_>, caller: &Caller) -> Result<Response<String>, ApiError> {
     let mut approver_of = Vec::new();
     let mut requester_of = Vec::new();
+    let mut break_glass_of = Vec::new();
     for entry in api.policies.list_policies().await? {
         let policy = &entry.policy;
         if policy.allows_approver(&caller.principal) {
@@ -22,15 +23,20 @@ pub async fn whoami(api: &RequestApi<'_>, caller: &Caller) -> Result<Response<St
         if policy.allows_requester(&caller.principal) {
             requester_of.push(policy.vm().to_string());
         }
+        if policy.allows_break_glass(&caller.principal) {
+            break_glass_of.push(policy.vm().to_string());
+        }
     }
     approver_of.sort();
     requester_of.sort();
+    break_glass_of.sort();
     let mut body = json!({
         "principal": caller.principal,
         "admin": caller.is_admin(api.admins),
         "auditor": api.is_auditor(caller),
         "approverOf": approver_of,
         "requesterOf": requester_of,
+        "breakGlassOf": break_glass_of,
     });
     if let Some(reported) = &caller.reported {
         body["authenticatedAs"] = json!(reported);

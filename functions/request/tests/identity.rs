@@ -146,7 +146,7 @@ async fn whoami_shows_the_principal_each_authentication_gives_and_what_it_may_do
     assert_eq!(
         me,
         json!({"principal": DANA, "admin": false, "auditor": false,
-               "approverOf": [], "requesterOf": []})
+               "approverOf": [], "requesterOf": [], "breakGlassOf": []})
     );
     assert_eq!(whoami(&setup, api, iam(ADMIN_ARN)).await["admin"], true);
 

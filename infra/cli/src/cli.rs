@@ -100,6 +100,11 @@ pub struct RequestArgs {
     /// The justification.
     #[arg(short = 'm', long = "message", value_name = "JUSTIFICATION")]
     pub justification: Option<String>,
+    /// Break glass: open at once without waiting for an approver, where the
+    /// VM's policy names you for it. Needs -m; the time is at most the
+    /// policy's break-glass maximum, and the approvers are told.
+    #[arg(long)]
+    pub break_glass: bool,
     /// Wait until every port is open, then print what to connect to.
     #[arg(long)]
     pub wait: bool,

@@ -114,6 +114,8 @@ pub enum Among {
     /// Those the caller may request access to (`GET /v1/whoami`, which
     /// reads the policies only).
     Requestable,
+    /// Those whose policies let the caller break glass (`GET /v1/whoami`).
+    BreakGlass,
     /// Those with JIT enabled, as the Slack command resolves names.
     Configured,
     /// Every VM `GET /v1/vms` lists, for a policy not written yet.
@@ -129,13 +131,19 @@ pub async fn vm_named(api: &Api, reference: &str, among: Among) -> Result<VmId, 
     }
     let none = match among {
         Among::Requestable => "no VM you may request access to",
+        Among::BreakGlass => "no VM whose policy lets you break glass",
         Among::Configured => "no VM with JIT access enabled",
         Among::Listed => "no VM",
     };
     let listed = match among {
-        Among::Requestable => {
+        Among::Requestable | Among::BreakGlass => {
             let me = api.json(Method::GET, "/v1/whoami", &[], None).await?;
-            me["requesterOf"].clone()
+            let key = if among == Among::BreakGlass {
+                "breakGlassOf"
+            } else {
+                "requesterOf"
+            };
+            me[key].clone()
         }
         Among::Configured | Among::Listed => {
             let vms = api.json(Method::GET, "/v1/vms", &[], None).await?;
@@ -172,9 +180,16 @@ async fn request(api: &Api, args: RequestArgs, out: Printer) -> Result<(), CliEr
     if wait_limit > MAX_WAIT {
         return Err(CliError::usage("--wait-timeout is at most 24h"));
     }
-    // The window is checked before anything is asked of the API.
+    // The window and the break-glass justification are checked before
+    // anything is asked of the API.
     let window = window(&args)?;
-    let vm = vm_named(api, &args.vm, Among::Requestable).await?;
+    check_break_glass(&args)?;
+    let among = if args.break_glass {
+        Among::BreakGlass
+    } else {
+        Among::Requestable
+    };
+    let vm = vm_named(api, &args.vm, among).await?;
     let body = initiate_body(&vm, &args, window.as_ref())?;
     let record = api
         .json(Method::POST, "/v1/requests", &[], Some(&body))
@@ -228,6 +243,21 @@ pub fn window(args: &RequestArgs) -> Result<Option<(&'static str, Value)>, CliEr
     })
 }
 
+/// A break-glass request opens without an approver, so it must say why:
+/// refused here, before the API is asked, when `-m` is missing or blank.
+pub fn check_break_glass(args: &RequestArgs) -> Result<(), CliError> {
+    let said = args
+        .justification
+        .as_deref()
+        .is_some_and(|m| !m.trim().is_empty());
+    if args.break_glass && !said {
+        return Err(CliError::usage(
+            "--break-glass needs a justification: add -m \"why access cannot wait for an approver\"",
+        ));
+    }
+    Ok(())
+}
+
 /// An RFC 3339 time given as `flag`.
 fn parse_time(text: &str, flag: &str) -> Result<jiff::Timestamp, CliError> {
     text.trim()
@@ -260,6 +290,9 @@ pub fn initiate_body(
     let mut body = json!({"virtualMachines": [{"id": vm.to_string(), "ports": ports}]});
     if let Some(m) = &args.justification {
         body["justification"] = json!(m);
+    }
+    if args.break_glass {
+        body["breakGlass"] = json!(true);
     }
     Ok(body)
 }
@@ -481,6 +514,7 @@ mod tests {
             until: until.map(Into::into),
             from: from.map(Into::into),
             justification: Some("fix".into()),
+            break_glass: false,
             wait: false,
             wait_timeout: "10m".into(),
         }
@@ -506,6 +540,35 @@ mod tests {
         assert!(window(&args(Some("soon"), None, None)).is_err());
         assert!(window(&args(Some("0s"), None, None)).is_err());
         assert_eq!(parse_duration("PT15M", "--for").unwrap().as_secs(), 900);
+    }
+
+    #[test]
+    fn break_glass_is_in_the_body_and_needs_a_justification() {
+        let vm = VmId::parse("arn:aws:ec2:us-east-1:123456789012:instance/i-0abc1234").unwrap();
+        let mut asked = args(Some("20m"), None, Some("198.51.100.7"));
+        asked.break_glass = true;
+        check_break_glass(&asked).unwrap();
+        let body = initiate_body(&vm, &asked, window(&asked).unwrap().as_ref()).unwrap();
+        assert_eq!(body["breakGlass"], true);
+        assert_eq!(body["justification"], "fix");
+        for missing in [None, Some("  ")] {
+            asked.justification = missing.map(Into::into);
+            let e = check_break_glass(&asked).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("--break-glass needs a justification"),
+                "{e}"
+            );
+        }
+        let plain = args(None, None, None);
+        check_break_glass(&RequestArgs {
+            justification: None,
+            ..plain
+        })
+        .unwrap();
+        let plain = args(None, None, None);
+        let body = initiate_body(&vm, &plain, None).unwrap();
+        assert!(body.get("breakGlass").is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn whoami(v: &Value) -> String {
         ("auditor", "auditor"),
         ("approver of", "approverOf"),
         ("requester of", "requesterOf"),
+        ("break glass on", "breakGlassOf"),
         ("authenticated as", "authenticatedAs"),
         ("note", "note"),
     ] {
@@ -144,6 +145,7 @@ pub fn record(r: &Value) -> String {
     for (label, key) in [
         ("justification", "justification"),
         ("decided by", "decidedBy"),
+        ("break glass", "breakGlass"),
     ] {
         if let Some(value) = r.get(key) {
             out.push_str(&format!("{label}: {}\n", cell(value)));
@@ -187,11 +189,18 @@ pub fn policy(p: &Value) -> String {
         ("version", "version"),
         ("requesters", "requesters"),
         ("approvers", "approvers"),
+        ("break-glass principals", "breakGlass.principals"),
+        ("break-glass max", "breakGlass.maxRequestAccessDuration"),
+        ("notify", "notify"),
         ("close standing access", "closeStandingAccess"),
         ("updated at", "updatedAt"),
         ("updated by", "updatedBy"),
     ] {
-        if let Some(value) = p.get(key) {
+        let value = match key.split_once('.') {
+            Some((outer, inner)) => p.get(outer).and_then(|o| o.get(inner)),
+            None => p.get(key),
+        };
+        if let Some(value) = value {
             out.push_str(&format!("{label}: {}\n", cell(value)));
         }
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitvm_tests::stack::{ADMIN, ALICE, BOB, Stack, azure_vm, enable, eventually};
+use jitvm_tests::stack::{ADMIN, ALICE, BOB, CAROL, Stack, azure_vm, enable, eventually};
 use serde_json::{Value, json};
 
 /// What one run of the binary did.
@@ -685,6 +685,122 @@ async fn a_config_file_is_read_and_a_wait_runs_out() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.stderr.contains("gave up waiting") && run.stderr.contains("Initiating"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_needs_a_message_and_opens_without_an_approver() {
+    let stack = Stack::start("eu-central-1").await;
+    let mut with_break_glass = policy(&["local:alice"], &["local:bob"]);
+    with_break_glass["breakGlass"] =
+        json!({"principals": ["local:carol"], "maxRequestAccessDuration": "PT30M"});
+    let vm = stack.instance(&[]).await;
+    enable(&stack, &vm.arn, with_break_glass).await;
+    let instance = vm.world.instance_id.clone();
+    let _poller = tokio::spawn(Arc::clone(&stack.host).run_poller());
+
+    // Without -m (or with a blank one) the CLI refuses before sending.
+    for extra in [&[][..], &["-m", "  "][..]] {
+        let mut args = vec![
+            "request",
+            &instance,
+            "22",
+            "--break-glass",
+            "--for",
+            "20m",
+            "--from",
+            "198.51.100.7",
+        ];
+        args.extend_from_slice(extra);
+        let run = jitvm(&stack, CAROL, &args).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("--break-glass needs a justification") && run.stderr.contains("-m"),
+            "{}",
+            run.stderr
+        );
+    }
+    let (_, listed) = stack
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/requests?vm={}", jitvm_tests::stack::encode(&vm.arn)),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(listed["value"], json!([]), "nothing was sent: {listed}");
+
+    // Carol is no requester: whoami shows where she may break glass, and the
+    // short name is found there.
+    let run = jitvm(&stack, CAROL, &["whoami"]).await.ok();
+    assert!(
+        run.stdout.contains(&format!("break glass on: {}", vm.arn)),
+        "{}",
+        run.stdout
+    );
+    let run = jitvm(
+        &stack,
+        CAROL,
+        &[
+            "request",
+            &instance,
+            "22",
+            "--break-glass",
+            "--for",
+            "20m",
+            "--from",
+            "198.51.100.7",
+            "-m",
+            "the site is down",
+            "--wait",
+            "--wait-timeout",
+            "1m",
+        ],
+    )
+    .await
+    .ok();
+    assert!(run.stdout.contains("open (request"), "{}", run.stdout);
+    let id = run
+        .stdout
+        .split("open (request ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the request id")
+        .to_owned();
+    let record = jitvm(&stack, CAROL, &["status", &id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(record["breakGlass"], true, "{record}");
+    assert_eq!(record["status"], "Approved");
+    let shown = jitvm(&stack, CAROL, &["status", &id]).await.ok();
+    assert!(
+        shown.stdout.contains("break glass: true"),
+        "{}",
+        shown.stdout
+    );
+
+    // Alice may request but not break glass: the API says so (exit 1).
+    let run = jitvm(
+        &stack,
+        ALICE,
+        &[
+            "request",
+            &vm.arn,
+            "22",
+            "--break-glass",
+            "--from",
+            "198.51.100.7",
+            "-m",
+            "urgent",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("NotBreakGlassPrincipal (403)"),
         "{}",
         run.stderr
     );

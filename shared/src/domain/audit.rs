@@ -38,10 +38,13 @@ pub struct AuditRow {
     pub end_time_utc: Option<Timestamp>,
     pub justification: Option<Justification>,
     pub message: Option<String>,
+    /// Whether the request was opened without approval, by breaking glass.
+    pub break_glass: bool,
 }
 
-/// The CSV header, in the order of [`AuditRow::cells`].
-pub const AUDIT_COLUMNS: [&str; 14] = [
+/// The CSV header, in the order of [`AuditRow::cells`]. New columns go at
+/// the end, so that the position of every earlier one never moves.
+pub const AUDIT_COLUMNS: [&str; 15] = [
     "time",
     "requestId",
     "vm",
@@ -56,13 +59,14 @@ pub const AUDIT_COLUMNS: [&str; 14] = [
     "endTimeUtc",
     "justification",
     "message",
+    "breakGlass",
 ];
 
 impl AuditRow {
     /// The row's values as text, in the order of [`AUDIT_COLUMNS`]; empty
-    /// where a value is absent. Not yet safe for a spreadsheet: see
-    /// `jitvm_core::audit` for the export.
-    pub fn cells(&self) -> [String; 14] {
+    /// where a value is absent, `true` or `false` for `breakGlass`. Not yet
+    /// safe for a spreadsheet: see `jitvm_core::audit` for the export.
+    pub fn cells(&self) -> [String; 15] {
         fn opt<T: ToString>(v: &Option<T>) -> String {
             v.as_ref().map(ToString::to_string).unwrap_or_default()
         }
@@ -86,6 +90,7 @@ impl AuditRow {
                 .map(|j| j.as_str().to_owned())
                 .unwrap_or_default(),
             self.message.clone().unwrap_or_default(),
+            self.break_glass.to_string(),
         ]
     }
 }
@@ -139,6 +144,7 @@ fn row(record: &RequestRecord, change: &StatusChange, decision: Option<Timestamp
             (Some(code), None) => Some(code.clone()),
             (None, m) => m.clone(),
         },
+        break_glass: record.break_glass(),
     }
 }
 
@@ -212,6 +218,8 @@ mod tests {
         assert_eq!(cells[3], "22");
         assert_eq!(cells[9], "Initiated");
         assert_eq!(cells[12], "=HYPERLINK(\"x\")");
+        assert_eq!(cells[14], "false");
+        assert_eq!(AUDIT_COLUMNS[14], "breakGlass");
         assert_eq!(changes_from(&r, 2), rows[2..].to_vec());
         assert!(changes_from(&r, 3).is_empty());
     }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::duration::{AccessDuration, MaxAccessDuration};
-use super::policy::Policy;
+use super::duration::{AccessDuration, MaxAccessDuration, iso};
+use super::policy::{BreakGlass, Policy};
 use super::port::{Port, Protocol};
 use super::prefix::SourcePrefix;
 use super::principal::{Principal, PrincipalPattern};
@@ -26,6 +26,7 @@ pub struct Grant {
     start: Timestamp,
     end: Timestamp,
     requestor: Principal,
+    break_glass: bool,
 }
 
 impl Grant {
@@ -52,6 +53,10 @@ impl Grant {
     }
     pub fn requestor(&self) -> &Principal {
         &self.requestor
+    }
+    /// Whether the grant opens without approval, by breaking glass.
+    pub fn break_glass(&self) -> bool {
+        self.break_glass
     }
 
     /// The same grant ending no later than `latest`: it can only shorten a
@@ -163,6 +168,26 @@ pub enum RefusalReason {
         "{requestor} is the only approver of this VM's policy, and nobody approves their own request; an admin must add another approver"
     )]
     NoOtherApprover { requestor: Principal },
+    #[error(
+        "this VM's policy does not allow break-glass access; leave out breakGlass and wait for an approver"
+    )]
+    BreakGlassNotAllowed,
+    #[error(
+        "{requestor} is not among the break-glass principals of this VM's policy; leave out breakGlass and wait for an approver"
+    )]
+    NotBreakGlassPrincipal { requestor: Principal },
+    #[error(
+        "a break-glass request needs a justification: say why access cannot wait for an approver"
+    )]
+    JustificationRequired,
+    #[error(
+        "the requested {} is longer than the break-glass maximum of {max}; ask for {max} or less",
+        iso(*.requested)
+    )]
+    DurationExceedsBreakGlassMaximum {
+        requested: SignedDuration,
+        max: MaxAccessDuration,
+    },
 }
 
 impl RefusalReason {
@@ -178,6 +203,12 @@ impl RefusalReason {
             RefusalReason::EndTimeNotInFuture { .. } => "EndTimeNotInFuture",
             RefusalReason::EndTimeBeyondMaximum { .. } => "EndTimeBeyondMaximum",
             RefusalReason::NoOtherApprover { .. } => "NoOtherApprover",
+            RefusalReason::BreakGlassNotAllowed => "BreakGlassNotAllowed",
+            RefusalReason::NotBreakGlassPrincipal { .. } => "NotBreakGlassPrincipal",
+            RefusalReason::JustificationRequired => "JustificationRequired",
+            RefusalReason::DurationExceedsBreakGlassMaximum { .. } => {
+                "DurationExceedsBreakGlassMaximum"
+            }
         }
     }
 
@@ -187,8 +218,13 @@ impl RefusalReason {
     pub fn http_status(&self) -> u16 {
         match self {
             RefusalReason::NoPolicy { .. } => 404,
-            RefusalReason::SourceRequired | RefusalReason::EndTimeNotInFuture { .. } => 400,
-            RefusalReason::NotRequester { .. }
+            RefusalReason::SourceRequired
+            | RefusalReason::EndTimeNotInFuture { .. }
+            | RefusalReason::JustificationRequired
+            | RefusalReason::DurationExceedsBreakGlassMaximum { .. } => 400,
+            RefusalReason::BreakGlassNotAllowed
+            | RefusalReason::NotBreakGlassPrincipal { .. }
+            | RefusalReason::NotRequester { .. }
             | RefusalReason::PortNotInPolicy { .. }
             | RefusalReason::SourceNotAllowed { .. }
             | RefusalReason::AnySourceNotAllowed { .. }
@@ -216,6 +252,14 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
 /// Someone who is not a requester learns nothing about the policy: the
 /// refusal stops there. Otherwise every port is checked and every broken
 /// rule reported.
+///
+/// A break-glass request (`"breakGlass": true`) is checked against the
+/// policy's break-glass rules instead of its requesters: the policy must
+/// have them and name the requestor among their principals (who need not
+/// also be a requester), a justification is required, and no port may stay
+/// open longer than the break-glass maximum (which a port without a window
+/// gets). Ports and sources are checked as for any request. It is then
+/// approved at once, however many approvers the policy has.
 pub fn evaluate(
     policy: Option<&Policy>,
     request: &AccessRequest,
@@ -231,15 +275,34 @@ pub fn evaluate(
             vm: request.vm().clone(),
         });
     };
-    if !policy.allows_requester(requestor) {
-        return refuse(RefusalReason::NotRequester {
-            requestor: requestor.clone(),
-        });
-    }
+    let break_glass = if request.break_glass() {
+        let Some(bg) = policy.break_glass() else {
+            return refuse(RefusalReason::BreakGlassNotAllowed);
+        };
+        if !bg.allows(requestor) {
+            return refuse(RefusalReason::NotBreakGlassPrincipal {
+                requestor: requestor.clone(),
+            });
+        }
+        Some(bg)
+    } else {
+        if !policy.allows_requester(requestor) {
+            return refuse(RefusalReason::NotRequester {
+                requestor: requestor.clone(),
+            });
+        }
+        None
+    };
     // Rules carry their end time to the second, so grants are cut to seconds.
     let start = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let mut grants = Vec::new();
     let mut refusals = Vec::new();
+    if break_glass.is_some() && request.justification().is_none() {
+        refusals.push(Refusal {
+            port: None,
+            reason: RefusalReason::JustificationRequired,
+        });
+    }
     for ask in request.ports() {
         let port = ask.number;
         let mut refused = |reason| {
@@ -275,7 +338,11 @@ pub fn evaluate(
             continue;
         }
         let max = rule.max_request_access_duration();
-        let end = match end_time(ask.window, start, max) {
+        let end = match break_glass {
+            None => end_time(ask.window, start, max),
+            Some(bg) => break_glass_end_time(ask.window, start, max, bg),
+        };
+        let end = match end {
             Ok(end) => end,
             Err(reason) => {
                 refused(reason);
@@ -291,12 +358,13 @@ pub fn evaluate(
             start,
             end,
             requestor: requestor.clone(),
+            break_glass: break_glass.is_some(),
         });
     }
     if !refusals.is_empty() {
         return Decision::Refused { refusals };
     }
-    if policy.needs_approval() {
+    if break_glass.is_none() && policy.needs_approval() {
         // A requestor never approves their own request, so a policy whose
         // only approver is the requestor could never open: say so now
         // rather than leave the request pending until it times out.
@@ -341,6 +409,32 @@ fn end_time(
             }
         }
     }
+}
+
+/// The end of a break-glass grant: as [`end_time`] with the break-glass
+/// maximum (never longer than the port's), whose breach is its own refusal.
+fn break_glass_end_time(
+    window: Option<Window>,
+    start: Timestamp,
+    port_max: MaxAccessDuration,
+    bg: &BreakGlass,
+) -> Result<Timestamp, RefusalReason> {
+    let max = bg.max_request_access_duration().min(port_max);
+    end_time(window, start, max).map_err(|reason| match reason {
+        RefusalReason::DurationExceedsMaximum { requested, max } => {
+            RefusalReason::DurationExceedsBreakGlassMaximum {
+                requested: requested.get(),
+                max,
+            }
+        }
+        RefusalReason::EndTimeBeyondMaximum { end, max, .. } => {
+            RefusalReason::DurationExceedsBreakGlassMaximum {
+                requested: end.duration_since(start),
+                max,
+            }
+        }
+        other => other,
+    })
 }
 
 fn add(t: Timestamp, d: SignedDuration) -> Timestamp {
@@ -748,5 +842,249 @@ mod tests {
         ));
         assert_eq!(status, Some(403));
         assert_eq!(codes, vec!["PortNotInPolicy", "DurationExceedsMaximum"]);
+    }
+
+    /// Standard ports, alice may request, bob approves, oncall may break
+    /// glass for 30 minutes.
+    fn with_break_glass() -> Policy {
+        policy(json!({
+            "ports": [
+                {"number": 22, "protocol": "tcp", "allowedSourceAddressPrefixes": ["203.0.113.0/24"], "maxRequestAccessDuration": "PT3H"},
+                {"number": 3389, "allowedSourceAddressPrefix": "*", "maxRequestAccessDuration": "PT1H"}
+            ],
+            "requesters": ["local:alice"],
+            "approvers": ["local:bob"],
+            "breakGlass": {"principals": ["local:oncall", "local:alice"], "maxRequestAccessDuration": "PT30M"}
+        }))
+    }
+
+    fn break_glass(ports: Value, justification: Option<&str>) -> AccessRequest {
+        let body: InitiateBody = serde_json::from_value(json!({
+            "virtualMachines": [{"id": VM, "ports": ports}],
+            "justification": justification,
+            "breakGlass": true
+        }))
+        .unwrap();
+        AccessRequest::parse(RequestId::parse("req-bg").unwrap(), &body).unwrap()
+    }
+
+    fn oncall() -> Principal {
+        Principal::parse("local:oncall").unwrap()
+    }
+
+    #[test]
+    fn break_glass_opens_at_once_on_a_policy_with_approvers() {
+        let ask = json!([{"number": 22, "duration": "PT20M", "allowedSourceAddressPrefix": "203.0.113.7"}]);
+        // The same request without breakGlass waits for bob.
+        let waits = evaluate(
+            Some(&with_break_glass()),
+            &request(ask.clone()),
+            &alice(),
+            None,
+            now(),
+        );
+        assert!(
+            matches!(waits, Decision::PendingApproval { .. }),
+            "{waits:?}"
+        );
+        // Oncall is no requester, but may break glass; alice may too.
+        for who in [oncall(), alice()] {
+            let d = evaluate(
+                Some(&with_break_glass()),
+                &break_glass(ask.clone(), Some("prod is down")),
+                &who,
+                None,
+                now(),
+            );
+            let Decision::Approved { grants } = d else {
+                panic!("{d:?}")
+            };
+            let [g] = grants.as_slice() else { panic!() };
+            assert!(g.break_glass());
+            assert_eq!(g.requestor(), &who);
+            assert_eq!(g.end().to_string(), "2026-11-23T12:20:00Z");
+            assert_eq!(g.protocol(), Protocol::Tcp);
+        }
+        // Without a window a port gets the break-glass maximum, not the port's.
+        let d = evaluate(
+            Some(&with_break_glass()),
+            &break_glass(
+                json!([{"number": 3389, "allowedSourceAddressPrefix": "198.51.100.7"}]),
+                Some("prod is down"),
+            ),
+            &oncall(),
+            None,
+            now(),
+        );
+        let Decision::Approved { grants } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(grants[0].end().to_string(), "2026-11-23T12:30:00Z");
+        // An ordinary grant is not marked.
+        assert!(!ssh_for_an_hour()[0].break_glass());
+    }
+
+    #[test]
+    fn break_glass_refusals() {
+        let ok_port = json!([{"number": 22, "duration": "PT20M", "allowedSourceAddressPrefix": "203.0.113.7"}]);
+        let cases: Vec<(Policy, AccessRequest, Principal, u16, Vec<&str>)> = vec![
+            // The policy has no breakGlass.
+            (
+                standard(),
+                break_glass(ok_port.clone(), Some("prod is down")),
+                alice(),
+                403,
+                vec!["BreakGlassNotAllowed"],
+            ),
+            // Bob approves, but is not named for breaking glass.
+            (
+                with_break_glass(),
+                break_glass(ok_port.clone(), Some("prod is down")),
+                Principal::parse("local:bob").unwrap(),
+                403,
+                vec!["NotBreakGlassPrincipal"],
+            ),
+            // No justification, or only blanks.
+            (
+                with_break_glass(),
+                break_glass(ok_port.clone(), None),
+                oncall(),
+                400,
+                vec!["JustificationRequired"],
+            ),
+            (
+                with_break_glass(),
+                break_glass(ok_port.clone(), Some("   ")),
+                oncall(),
+                400,
+                vec!["JustificationRequired"],
+            ),
+            // Longer than the break-glass maximum, though within the port's.
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "duration": "PT31M", "allowedSourceAddressPrefix": "203.0.113.7"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                400,
+                vec!["DurationExceedsBreakGlassMaximum"],
+            ),
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "endTimeUtc": "2026-11-23T13:00:00Z", "allowedSourceAddressPrefix": "203.0.113.7"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                400,
+                vec!["DurationExceedsBreakGlassMaximum"],
+            ),
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "duration": "PT4H", "allowedSourceAddressPrefix": "203.0.113.7"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                400,
+                vec!["DurationExceedsBreakGlassMaximum"],
+            ),
+            // The usual checks still apply: ports, sources.
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 80, "duration": "PT10M", "allowedSourceAddressPrefix": "203.0.113.7"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                403,
+                vec!["PortNotInPolicy"],
+            ),
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "duration": "PT10M", "allowedSourceAddressPrefix": "198.51.100.7"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                403,
+                vec!["SourceNotAllowed"],
+            ),
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "duration": "PT10M", "allowedSourceAddressPrefix": "*"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                403,
+                vec!["AnySourceNotAllowed"],
+            ),
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "duration": "PT10M"}]),
+                    Some("prod is down"),
+                ),
+                oncall(),
+                400,
+                vec!["SourceRequired"],
+            ),
+            // Every reason at once.
+            (
+                with_break_glass(),
+                break_glass(
+                    json!([{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "203.0.113.7"},
+                                {"number": 3389, "duration": "PT10M", "allowedSourceAddressPrefix": "198.51.100.7"}]),
+                    None,
+                ),
+                oncall(),
+                400,
+                vec!["JustificationRequired", "DurationExceedsBreakGlassMaximum"],
+            ),
+        ];
+        for (policy, request, who, status, codes) in cases {
+            let (got_status, got_codes, messages) =
+                refusal(evaluate(Some(&policy), &request, &who, None, now()));
+            assert_eq!(got_status, Some(status), "{request:?}: {messages:?}");
+            assert_eq!(got_codes, codes, "{request:?}: {messages:?}");
+        }
+        let (_, _, messages) = refusal(evaluate(
+            Some(&with_break_glass()),
+            &break_glass(
+                json!([{"number": 22, "duration": "PT1H", "allowedSourceAddressPrefix": "203.0.113.7"}]),
+                Some("x"),
+            ),
+            &oncall(),
+            None,
+            now(),
+        ));
+        assert_eq!(
+            messages,
+            [
+                "port 22: the requested PT1H is longer than the break-glass maximum of PT30M; ask for PT30M or less"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_break_glass_principal_who_is_the_only_approver_still_breaks_glass() {
+        let policy = policy(json!({
+            "ports": [{"number": 22, "maxRequestAccessDuration": "PT1H"}],
+            "approvers": ["local:oncall"],
+            "breakGlass": {"principals": ["local:oncall"], "maxRequestAccessDuration": "PT15M"}
+        }));
+        let d = evaluate(
+            Some(&policy),
+            &break_glass(
+                json!([{"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}]),
+                Some("pager"),
+            ),
+            &oncall(),
+            None,
+            now(),
+        );
+        assert!(matches!(d, Decision::Approved { .. }), "{d:?}");
     }
 }

@@ -19,7 +19,9 @@ pub mod vm;
 pub use audit::{AUDIT_COLUMNS, AuditRow, audit_rows, changes_from};
 pub use duration::{AccessDuration, DurationError, MaxAccessDuration};
 pub use evaluate::{Decision, Grant, Refusal, RefusalReason, describe, evaluate};
-pub use policy::{HeldGrant, Policy, PolicyDocument, PolicyError, PortRule};
+pub use policy::{
+    BreakGlass, HeldGrant, NotifyTargets, Policy, PolicyDocument, PolicyError, PortRule,
+};
 pub use port::{Port, PortError, Protocol};
 pub use prefix::{PrefixError, SourcePrefix};
 pub use principal::{Principal, PrincipalError, PrincipalPattern, SessionTrust, may_decide};

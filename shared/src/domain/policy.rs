@@ -12,6 +12,7 @@ use super::port::{Port, PortError, Protocol};
 use super::prefix::{PrefixError, SourcePrefix};
 use super::principal::{Principal, PrincipalError, PrincipalPattern};
 use super::vm::VmId;
+use crate::notify::{is_conversation_id, is_webhook_name};
 
 /// At most this many ports in one policy.
 pub const MAX_PORTS: usize = 32;
@@ -84,6 +85,37 @@ pub enum PolicyError {
     OtherVm(String),
     #[error("the policy document names no entry for this VM in properties.virtualMachines")]
     VmMissing,
+    #[error(
+        "breakGlass.principals is empty, so nobody could break glass; name the principals who may open access without waiting for approval, or leave breakGlass out"
+    )]
+    NoBreakGlassPrincipals,
+    #[error("breakGlass.principals[{index}]: {source}")]
+    BreakGlassPrincipal {
+        index: usize,
+        source: PrincipalError,
+    },
+    #[error(
+        "breakGlass.maxRequestAccessDuration is missing; give the longest a break-glass grant may last, such as PT30M, no longer than {shortest} (the shortest maxRequestAccessDuration of the ports)"
+    )]
+    NoBreakGlassDuration { shortest: MaxAccessDuration },
+    #[error("breakGlass.maxRequestAccessDuration: {source}")]
+    BreakGlassDuration { source: DurationError },
+    #[error(
+        "breakGlass.maxRequestAccessDuration {max} is longer than port {port}'s maxRequestAccessDuration of {port_max}; break-glass access must be shorter than ordinary access, so give {port_max} or less"
+    )]
+    BreakGlassLongerThanPort {
+        max: MaxAccessDuration,
+        port: Port,
+        port_max: MaxAccessDuration,
+    },
+    #[error(
+        "notify.slack {0:?} is not a Slack conversation id; give the channel's id (such as C0123ABCD, shown at the bottom of the channel's details in Slack), not its name"
+    )]
+    NotifySlack(String),
+    #[error(
+        "notify.teams {0:?} is not a Teams webhook name; give the name the deployment's webhook is configured under: 1 to 64 letters, digits, '-' or '_'"
+    )]
+    NotifyTeams(String),
 }
 
 impl PolicyError {
@@ -99,11 +131,21 @@ impl PolicyError {
             | PolicyError::TooManyPrefixes { .. }
             | PolicyError::Prefix { .. } => "InvalidSourcePrefix",
             PolicyError::Duration { .. } => "InvalidMaxRequestAccessDuration",
+            PolicyError::TooManyPrincipals {
+                field: BREAK_GLASS_PRINCIPALS,
+                ..
+            }
+            | PolicyError::NoBreakGlassPrincipals
+            | PolicyError::BreakGlassPrincipal { .. }
+            | PolicyError::NoBreakGlassDuration { .. }
+            | PolicyError::BreakGlassDuration { .. }
+            | PolicyError::BreakGlassLongerThanPort { .. } => "InvalidBreakGlass",
             PolicyError::NoRequesters
             | PolicyError::Requester { .. }
             | PolicyError::TooManyPrincipals { .. } => "InvalidRequesters",
             PolicyError::Approver { .. } => "InvalidApprovers",
             PolicyError::OtherVm(_) | PolicyError::VmMissing => "VmMismatch",
+            PolicyError::NotifySlack(_) | PolicyError::NotifyTeams(_) => "InvalidNotify",
         }
     }
 
@@ -154,6 +196,73 @@ impl PortRule {
     }
 }
 
+/// The field name of break-glass principals, in messages.
+const BREAK_GLASS_PRINCIPALS: &str = "breakGlass.principals";
+
+/// Who may open access without waiting for an approver (breaking the
+/// glass), and for how long at most: never longer than the shortest port
+/// maximum of the policy, so an emergency grant is always the shorter one.
+/// A break-glass request still needs a justification and is checked against
+/// the ports and source prefixes like any other; only the approval is
+/// skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlass {
+    principals: Vec<PrincipalPattern>,
+    max_request_access_duration: MaxAccessDuration,
+}
+
+impl BreakGlass {
+    pub fn principals(&self) -> &[PrincipalPattern] {
+        &self.principals
+    }
+    pub fn max_request_access_duration(&self) -> MaxAccessDuration {
+        self.max_request_access_duration
+    }
+    /// Whether `who` is one of the break-glass principals.
+    pub fn allows(&self, who: &Principal) -> bool {
+        self.principals.iter().any(|p| p.matches(who))
+    }
+}
+
+/// Where a policy's notices go, instead of the deployment's channels: a
+/// Slack conversation id and the name of a configured Teams webhook. Both
+/// optional; checked for form only here (whether the webhook name is
+/// configured is the deployment's to say).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyTargets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slack: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    teams: Option<String>,
+}
+
+impl NotifyTargets {
+    /// Checks both names for form.
+    pub fn parse(slack: Option<&str>, teams: Option<&str>) -> Result<Self, PolicyError> {
+        if let Some(id) = slack.filter(|id| !is_conversation_id(id)) {
+            return Err(PolicyError::NotifySlack(id.chars().take(60).collect()));
+        }
+        if let Some(name) = teams.filter(|name| !is_webhook_name(name)) {
+            return Err(PolicyError::NotifyTeams(name.chars().take(60).collect()));
+        }
+        Ok(Self {
+            slack: slack.map(str::to_owned),
+            teams: teams.map(str::to_owned),
+        })
+    }
+    pub fn slack(&self) -> Option<&str> {
+        self.slack.as_deref()
+    }
+    pub fn teams(&self) -> Option<&str> {
+        self.teams.as_deref()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.slack.is_none() && self.teams.is_none()
+    }
+}
+
 /// A validated JIT policy for one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "StoredPolicy")]
@@ -162,6 +271,10 @@ pub struct Policy {
     ports: Vec<PortRule>,
     requesters: Vec<PrincipalPattern>,
     approvers: Vec<PrincipalPattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    break_glass: Option<BreakGlass>,
+    #[serde(default, skip_serializing_if = "NotifyTargets::is_empty")]
+    notify: NotifyTargets,
     close_standing_access: bool,
     version: u64,
 }
@@ -178,11 +291,22 @@ impl Policy {
             Some(list) => parse_requesters(list)?,
         };
         let approvers = parse_approvers(document.approvers.as_deref().unwrap_or_default())?;
+        let break_glass = document
+            .break_glass
+            .as_ref()
+            .map(|body| parse_break_glass(body, &ports))
+            .transpose()?;
+        let notify = match &document.notify {
+            None => NotifyTargets::default(),
+            Some(body) => NotifyTargets::parse(body.slack.as_deref(), body.teams.as_deref())?,
+        };
         Ok(Self {
             vm,
             ports,
             requesters,
             approvers,
+            break_glass,
+            notify,
             close_standing_access: document.close_standing_access.unwrap_or(false),
             version: 0,
         })
@@ -202,6 +326,18 @@ impl Policy {
     }
     pub fn approvers(&self) -> &[PrincipalPattern] {
         &self.approvers
+    }
+    /// Who may open access without waiting for approval, if anyone.
+    pub fn break_glass(&self) -> Option<&BreakGlass> {
+        self.break_glass.as_ref()
+    }
+    /// Whether `who` may break glass on this VM.
+    pub fn allows_break_glass(&self, who: &Principal) -> bool {
+        self.break_glass.as_ref().is_some_and(|bg| bg.allows(who))
+    }
+    /// Where this policy's notices go; empty for the deployment's channels.
+    pub fn notify(&self) -> &NotifyTargets {
+        &self.notify
     }
 
     /// Whether `who` is among the approvers (whoever asked).
@@ -236,6 +372,9 @@ impl Policy {
 #[derive(Debug, Clone, Copy)]
 pub struct HeldGrant<'a> {
     pub requestor: Option<&'a Principal>,
+    /// Whether the grant was opened by breaking glass (without approval):
+    /// it is then held to the policy's break-glass rules, not its requesters.
+    pub break_glass: bool,
     pub port: Port,
     pub protocol: Option<Protocol>,
     pub source: &'a SourcePrefix,
@@ -246,10 +385,26 @@ impl Policy {
     /// Why this policy would refuse `held` were it asked for at `now`, in
     /// words for the record; `None` when it still allows it. Approvers are
     /// not re-checked: a grant approved before approvers were added stays.
+    /// A break-glass grant had no approval, so it stays only while the
+    /// policy still lets its requestor break glass, for no longer than the
+    /// break-glass maximum.
     pub fn refusal_of(&self, held: &HeldGrant<'_>, now: Timestamp) -> Option<String> {
-        if let Some(who) = held.requestor.filter(|who| !self.allows_requester(who)) {
-            return Some(format!("{who} is no longer among the policy's requesters"));
-        }
+        let break_glass = if held.break_glass {
+            let Some(bg) = self.break_glass() else {
+                return Some("the policy no longer allows break-glass access".to_owned());
+            };
+            if let Some(who) = held.requestor.filter(|who| !bg.allows(who)) {
+                return Some(format!(
+                    "{who} is no longer among the policy's break-glass principals"
+                ));
+            }
+            Some(bg)
+        } else {
+            if let Some(who) = held.requestor.filter(|who| !self.allows_requester(who)) {
+                return Some(format!("{who} is no longer among the policy's requesters"));
+            }
+            None
+        };
         let port = held.port;
         let Some(rule) = self.port(port) else {
             return Some(format!("the policy no longer protects port {port}"));
@@ -266,13 +421,21 @@ impl Policy {
                 held.source
             ));
         }
-        let latest = now
-            .checked_add(rule.max_request_access_duration().get())
-            .unwrap_or(now);
+        let max = match break_glass {
+            Some(bg) => bg
+                .max_request_access_duration()
+                .min(rule.max_request_access_duration()),
+            None => rule.max_request_access_duration(),
+        };
+        let latest = now.checked_add(max.get()).unwrap_or(now);
         if held.end > latest {
+            let what = if break_glass.is_some() {
+                "break-glass access to port"
+            } else {
+                "port"
+            };
             return Some(format!(
-                "the policy now allows port {port} for {} at most, and this grant ends later",
-                rule.max_request_access_duration()
+                "the policy now allows {what} {port} for {max} at most, and this grant ends later"
             ));
         }
         None
@@ -289,7 +452,25 @@ pub struct PolicyDocument {
     ports: PortsSource,
     requesters: Option<Vec<String>>,
     approvers: Option<Vec<String>>,
+    break_glass: Option<BreakGlassBody>,
+    notify: Option<NotifyBody>,
     close_standing_access: Option<bool>,
+}
+
+/// `"breakGlass": {"principals": [...], "maxRequestAccessDuration": "PT30M"}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BreakGlassBody {
+    principals: Vec<String>,
+    max_request_access_duration: Option<String>,
+}
+
+/// `"notify": {"slack": "C0123ABCD", "teams": "ops"}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyBody {
+    slack: Option<String>,
+    teams: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,6 +485,8 @@ struct FlatDocument {
     ports: Vec<Value>,
     requesters: Option<Vec<String>>,
     approvers: Option<Vec<String>>,
+    break_glass: Option<Value>,
+    notify: Option<Value>,
     close_standing_access: Option<bool>,
 }
 
@@ -320,6 +503,8 @@ struct AzureDocument {
     properties: AzureProperties,
     requesters: Option<Vec<String>>,
     approvers: Option<Vec<String>>,
+    break_glass: Option<Value>,
+    notify: Option<Value>,
     close_standing_access: Option<bool>,
 }
 
@@ -366,6 +551,8 @@ impl PolicyDocument {
                 ports: PortsSource::Azure(doc.properties.virtual_machines),
                 requesters: doc.requesters,
                 approvers: doc.approvers,
+                break_glass: section(doc.break_glass, "breakGlass")?,
+                notify: section(doc.notify, "notify")?,
                 close_standing_access: doc.close_standing_access,
             });
         }
@@ -374,6 +561,8 @@ impl PolicyDocument {
             ports: PortsSource::Flat(doc.ports),
             requesters: doc.requesters,
             approvers: doc.approvers,
+            break_glass: section(doc.break_glass, "breakGlass")?,
+            notify: section(doc.notify, "notify")?,
             close_standing_access: doc.close_standing_access,
         })
     }
@@ -393,6 +582,17 @@ impl PolicyDocument {
             }
         }
     }
+}
+
+/// An optional object of the document, read on its own so that a mistake
+/// in it names it (`breakGlass: unknown field ...`).
+fn section<T: serde::de::DeserializeOwned>(
+    value: Option<Value>,
+    name: &str,
+) -> Result<Option<T>, PolicyError> {
+    value
+        .map(|v| serde_json::from_value(v).map_err(|e| PolicyError::Shape(format!("{name}: {e}"))))
+        .transpose()
 }
 
 fn parse_ports(values: &[Value]) -> Result<Vec<PortRule>, PolicyError> {
@@ -531,6 +731,67 @@ fn parse_approvers(list: &[String]) -> Result<Vec<PrincipalPattern>, PolicyError
     Ok(out)
 }
 
+fn parse_break_glass(body: &BreakGlassBody, ports: &[PortRule]) -> Result<BreakGlass, PolicyError> {
+    let list = &body.principals;
+    if list.is_empty() {
+        return Err(PolicyError::NoBreakGlassPrincipals);
+    }
+    if list.len() > MAX_PRINCIPALS {
+        return Err(PolicyError::TooManyPrincipals {
+            field: BREAK_GLASS_PRINCIPALS,
+            count: list.len(),
+            max: MAX_PRINCIPALS,
+        });
+    }
+    let mut principals: Vec<PrincipalPattern> = Vec::with_capacity(list.len());
+    for (index, text) in list.iter().enumerate() {
+        let who = PrincipalPattern::parse(text)
+            .map_err(|source| PolicyError::BreakGlassPrincipal { index, source })?;
+        if !principals.contains(&who) {
+            principals.push(who);
+        }
+    }
+    let max = match &body.max_request_access_duration {
+        Some(text) => MaxAccessDuration::parse(text)
+            .map_err(|source| PolicyError::BreakGlassDuration { source })?,
+        None => {
+            return Err(PolicyError::NoBreakGlassDuration {
+                shortest: shortest_port(ports).map_or(MaxAccessDuration::DEFAULT, |r| {
+                    r.max_request_access_duration
+                }),
+            });
+        }
+    };
+    let break_glass = BreakGlass {
+        principals,
+        max_request_access_duration: max,
+    };
+    check_break_glass(&break_glass, ports)?;
+    Ok(break_glass)
+}
+
+/// The port with the shortest maximum: break-glass access is never longer.
+fn shortest_port(ports: &[PortRule]) -> Option<&PortRule> {
+    ports.iter().min_by_key(|r| r.max_request_access_duration)
+}
+
+/// What a stored policy must hold of its break-glass part too.
+fn check_break_glass(bg: &BreakGlass, ports: &[PortRule]) -> Result<(), PolicyError> {
+    if bg.principals.is_empty() {
+        return Err(PolicyError::NoBreakGlassPrincipals);
+    }
+    if let Some(rule) = shortest_port(ports)
+        .filter(|r| bg.max_request_access_duration > r.max_request_access_duration)
+    {
+        return Err(PolicyError::BreakGlassLongerThanPort {
+            max: bg.max_request_access_duration,
+            port: rule.number,
+            port_max: rule.max_request_access_duration,
+        });
+    }
+    Ok(())
+}
+
 /// The stored form of a policy, re-validated when read back so that a
 /// hand-edited record cannot smuggle in what the API would refuse.
 #[derive(Deserialize)]
@@ -541,6 +802,10 @@ struct StoredPolicy {
     requesters: Vec<PrincipalPattern>,
     #[serde(default)]
     approvers: Vec<PrincipalPattern>,
+    #[serde(default)]
+    break_glass: Option<BreakGlass>,
+    #[serde(default)]
+    notify: NotifyTargets,
     #[serde(default)]
     close_standing_access: bool,
     #[serde(default)]
@@ -565,11 +830,17 @@ impl TryFrom<StoredPolicy> for Policy {
         if s.requesters.is_empty() {
             return Err(PolicyError::NoRequesters);
         }
+        if let Some(bg) = &s.break_glass {
+            check_break_glass(bg, &s.ports)?;
+        }
+        let notify = NotifyTargets::parse(s.notify.slack(), s.notify.teams())?;
         Ok(Self {
             vm: s.vm,
             ports: s.ports,
             requesters: s.requesters,
             approvers: s.approvers,
+            break_glass: s.break_glass,
+            notify,
             close_standing_access: s.close_standing_access,
             version: s.version,
         })
@@ -607,6 +878,7 @@ mod tests {
         let outside = SourcePrefix::parse("198.51.100.7").unwrap();
         let fits = HeldGrant {
             requestor: Some(&alice),
+            break_glass: false,
             port: Port::parse(22).unwrap(),
             protocol: Some(Protocol::Tcp),
             source: &inside,
@@ -829,5 +1101,260 @@ mod tests {
         assert_eq!(back.version(), 7);
         let broken = text.replace("\"requesters\":[\"*\"]", "\"requesters\":[]");
         assert!(serde_json::from_str::<Policy>(&broken).is_err());
+    }
+
+    fn break_glass_policy(break_glass: Value) -> Result<Policy, PolicyError> {
+        parse(json!({
+            "ports": [{"number": 22, "maxRequestAccessDuration": "PT3H"},
+                      {"number": 3389, "maxRequestAccessDuration": "PT1H"}],
+            "requesters": ["local:alice"],
+            "approvers": ["local:bob"],
+            "breakGlass": break_glass
+        }))
+    }
+
+    #[test]
+    fn break_glass_is_read_and_shown_in_the_same_shape() {
+        let policy = break_glass_policy(json!({
+            "principals": ["local:oncall", "slack:T1/*"],
+            "maxRequestAccessDuration": "PT30M"
+        }))
+        .unwrap();
+        let bg = policy.break_glass().unwrap();
+        assert_eq!(bg.principals().len(), 2);
+        assert_eq!(bg.max_request_access_duration().to_string(), "PT30M");
+        assert!(policy.allows_break_glass(&Principal::parse("slack:T1/U7").unwrap()));
+        assert!(!policy.allows_break_glass(&Principal::parse("local:alice").unwrap()));
+        let v = serde_json::to_value(&policy).unwrap();
+        assert_eq!(
+            v["breakGlass"],
+            json!({"principals": ["local:oncall", "slack:T1/*"], "maxRequestAccessDuration": "PT30M"})
+        );
+        let back: Policy = serde_json::from_value(v).unwrap();
+        assert_eq!(back, policy);
+        // Equal to the shortest port maximum is allowed; no approvers too.
+        let equal = parse(
+            json!({"ports": [{"number": 22, "maxRequestAccessDuration": "PT1H"}],
+            "breakGlass": {"principals": ["local:oncall"], "maxRequestAccessDuration": "PT1H"}}),
+        )
+        .unwrap();
+        assert!(!equal.needs_approval());
+        assert!(equal.break_glass().is_some());
+        // Without breakGlass there is none, and the stored form says nothing.
+        let plain = parse(json!({"ports": [22]})).unwrap();
+        assert!(plain.break_glass().is_none());
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !text.contains("breakGlass") && !text.contains("notify"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn break_glass_refusals_say_what_to_fix() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"principals": [], "maxRequestAccessDuration": "PT30M"}),
+                "breakGlass.principals is empty",
+            ),
+            (
+                json!({"principals": ["two words"], "maxRequestAccessDuration": "PT30M"}),
+                "breakGlass.principals[0]",
+            ),
+            (
+                json!({"principals": ["local:*a"], "maxRequestAccessDuration": "PT30M"}),
+                "breakGlass.principals[0]",
+            ),
+            (
+                json!({"principals": ["local:oncall"]}),
+                "no longer than PT1H",
+            ),
+            (
+                json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "PT0S"}),
+                "breakGlass.maxRequestAccessDuration",
+            ),
+            (
+                json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "-PT30M"}),
+                "breakGlass.maxRequestAccessDuration",
+            ),
+            (
+                json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "soon"}),
+                "breakGlass.maxRequestAccessDuration",
+            ),
+            (
+                json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "PT2H"}),
+                "breakGlass.maxRequestAccessDuration PT2H is longer than port 3389's maxRequestAccessDuration of PT1H",
+            ),
+            (
+                json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "PT30M", "approvers": []}),
+                "breakGlass",
+            ),
+            (
+                json!({"principals": "local:oncall", "maxRequestAccessDuration": "PT30M"}),
+                "breakGlass",
+            ),
+            (
+                json!({"principals": vec!["local:x"; MAX_PRINCIPALS + 1], "maxRequestAccessDuration": "PT30M"}),
+                "breakGlass.principals lists",
+            ),
+        ];
+        for (bg, says) in cases {
+            let err = break_glass_policy(bg.clone()).unwrap_err();
+            assert_eq!(err.http_status(), 400);
+            assert!(err.to_string().contains(says), "{bg}: {err}");
+            let shape = matches!(err, PolicyError::Shape(_));
+            let code = if shape {
+                "InvalidPolicyDocument"
+            } else {
+                "InvalidBreakGlass"
+            };
+            assert_eq!(err.code(), code, "{bg}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_stored_break_glass_longer_than_a_port_is_refused_on_read() {
+        let policy = break_glass_policy(
+            json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "PT30M"}),
+        )
+        .unwrap();
+        let text = serde_json::to_string(&policy).unwrap();
+        let longer = text.replace(
+            "\"maxRequestAccessDuration\":\"PT30M\"",
+            "\"maxRequestAccessDuration\":\"PT2H\"",
+        );
+        assert_ne!(longer, text);
+        assert!(serde_json::from_str::<Policy>(&longer).is_err());
+        let empty = text.replace("\"principals\":[\"local:oncall\"]", "\"principals\":[]");
+        assert!(serde_json::from_str::<Policy>(&empty).is_err());
+        // A policy stored before break-glass existed still reads.
+        let old = serde_json::to_string(&parse(json!({"ports": [22]})).unwrap()).unwrap();
+        assert!(
+            serde_json::from_str::<Policy>(&old)
+                .unwrap()
+                .break_glass()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_held_break_glass_grant_is_held_to_the_break_glass_rules() {
+        let policy = break_glass_policy(
+            json!({"principals": ["local:oncall"], "maxRequestAccessDuration": "PT30M"}),
+        )
+        .unwrap();
+        let now: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let oncall = Principal::parse("local:oncall").unwrap();
+        let alice = Principal::parse("local:alice").unwrap();
+        let source = SourcePrefix::parse("203.0.113.7").unwrap();
+        let held = HeldGrant {
+            requestor: Some(&oncall),
+            break_glass: true,
+            port: Port::parse(22).unwrap(),
+            protocol: Some(Protocol::Any),
+            source: &source,
+            end: now
+                .checked_add(jiff::SignedDuration::from_mins(20))
+                .unwrap(),
+        };
+        // Not a requester, but a break-glass principal: it stays.
+        assert_eq!(policy.refusal_of(&held, now), None);
+        let longer = HeldGrant {
+            end: now
+                .checked_add(jiff::SignedDuration::from_mins(45))
+                .unwrap(),
+            ..held
+        };
+        assert!(
+            policy
+                .refusal_of(&longer, now)
+                .unwrap()
+                .contains("break-glass")
+        );
+        let someone_else = HeldGrant {
+            requestor: Some(&alice),
+            ..held
+        };
+        assert!(
+            policy
+                .refusal_of(&someone_else, now)
+                .unwrap()
+                .contains("break-glass principals")
+        );
+        let without = parse(json!({"ports": [22], "requesters": ["local:oncall"]})).unwrap();
+        assert_eq!(
+            without.refusal_of(&held, now).as_deref(),
+            Some("the policy no longer allows break-glass access")
+        );
+        // The same grant opened the ordinary way is held to the requesters.
+        let ordinary = HeldGrant {
+            break_glass: false,
+            ..held
+        };
+        assert!(
+            policy
+                .refusal_of(&ordinary, now)
+                .unwrap()
+                .contains("requesters")
+        );
+    }
+
+    #[test]
+    fn notify_targets_are_checked_and_round_trip() {
+        let policy =
+            parse(json!({"ports": [22], "notify": {"slack": "C0123ABCD", "teams": "ops"}}))
+                .unwrap();
+        assert_eq!(policy.notify().slack(), Some("C0123ABCD"));
+        assert_eq!(policy.notify().teams(), Some("ops"));
+        assert!(!policy.notify().is_empty());
+        let v = serde_json::to_value(&policy).unwrap();
+        assert_eq!(v["notify"], json!({"slack": "C0123ABCD", "teams": "ops"}));
+        let back: Policy = serde_json::from_value(v).unwrap();
+        assert_eq!(back, policy);
+        let only_teams = parse(json!({"ports": [22], "notify": {"teams": "ops-1"}})).unwrap();
+        assert_eq!(only_teams.notify().slack(), None);
+        assert!(
+            parse(json!({"ports": [22], "notify": {}}))
+                .unwrap()
+                .notify()
+                .is_empty()
+        );
+        assert!(parse(json!({"ports": [22]})).unwrap().notify().is_empty());
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"slack": "#ops"}), "InvalidNotify"),
+            (json!({"slack": "c0123abcd"}), "InvalidNotify"),
+            (json!({"slack": ""}), "InvalidNotify"),
+            (json!({"teams": "ops team"}), "InvalidNotify"),
+            (json!({"teams": "x".repeat(65)}), "InvalidNotify"),
+            (json!({"email": "ops@example.com"}), "InvalidPolicyDocument"),
+            (json!({"slack": 5}), "InvalidPolicyDocument"),
+        ];
+        for (notify, code) in cases {
+            let err = parse(json!({"ports": [22], "notify": notify})).unwrap_err();
+            assert_eq!(err.code(), code, "{notify}: {err}");
+        }
+        let err = parse(json!({"ports": [22], "notify": {"slack": "#ops"}})).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("notify.slack \"#ops\" is not a Slack conversation id"),
+            "{err}"
+        );
+        // The stored form is checked again when read.
+        let text = serde_json::to_string(&policy)
+            .unwrap()
+            .replace("C0123ABCD", "#ops");
+        assert!(serde_json::from_str::<Policy>(&text).is_err());
+    }
+
+    #[test]
+    fn the_azure_shape_takes_break_glass_and_notify_too() {
+        let policy = parse(json!({
+            "properties": {"virtualMachines": [{"id": VM, "ports": [{"number": 22, "maxRequestAccessDuration": "PT1H"}]}]},
+            "breakGlass": {"principals": ["local:oncall"], "maxRequestAccessDuration": "PT15M"},
+            "notify": {"slack": "C0123ABCD"}
+        }))
+        .unwrap();
+        assert!(policy.break_glass().is_some());
+        assert_eq!(policy.notify().slack(), Some("C0123ABCD"));
     }
 }

@@ -32,6 +32,7 @@ pub struct RequestRecord {
     approvers: Vec<PrincipalPattern>,
     decided_by: Option<Principal>,
     history: Vec<StatusChange>,
+    break_glass: bool,
 }
 
 /// The record on the wire and in storage, in Azure's shape.
@@ -51,6 +52,10 @@ struct RecordWire {
     decided_by: Option<Principal>,
     #[serde(default)]
     history: Vec<StatusChange>,
+    /// Opened without approval; absent (false) in records from before
+    /// break-glass existed, and left out when false.
+    #[serde(default, skip_serializing_if = "super::request::is_false")]
+    break_glass: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -82,6 +87,7 @@ impl TryFrom<RecordWire> for RequestRecord {
             approvers: w.approvers,
             decided_by: w.decided_by,
             history: w.history,
+            break_glass: w.break_glass,
         })
     }
 }
@@ -101,6 +107,7 @@ impl From<RequestRecord> for RecordWire {
             approvers: r.approvers,
             decided_by: r.decided_by,
             history: r.history,
+            break_glass: r.break_glass,
         }
     }
 }
@@ -158,7 +165,9 @@ pub fn earliest_live_start(now: Timestamp, approval_timeout: SignedDuration) -> 
 impl RequestRecord {
     /// The record of a request that [`super::evaluate`] accepted with
     /// `grants`: `Approved` with every port `Initiating`, or
-    /// `PendingApproval` when `approvers` is not empty.
+    /// `PendingApproval` when `approvers` is not empty. A break-glass
+    /// request is `Approved` at once and marked so, keeping `approvers` (the
+    /// policy's) so that who could have approved it is on record.
     pub fn accepted(
         request: &AccessRequest,
         requestor: &Principal,
@@ -166,7 +175,8 @@ impl RequestRecord {
         approvers: &[PrincipalPattern],
         now: Timestamp,
     ) -> Self {
-        let status = if approvers.is_empty() {
+        let break_glass = request.break_glass();
+        let status = if approvers.is_empty() || break_glass {
             RequestStatus::Approved
         } else {
             RequestStatus::PendingApproval
@@ -201,9 +211,11 @@ impl RequestRecord {
                 status: format!("{status:?}"),
                 reason: None,
                 by: Some(requestor.clone()),
-                message: None,
+                message: break_glass
+                    .then(|| "break glass: opened without waiting for an approver".to_owned()),
                 code: None,
             }],
+            break_glass,
         }
     }
 
@@ -239,6 +251,10 @@ impl RequestRecord {
     }
     pub fn history(&self) -> &[StatusChange] {
         &self.history
+    }
+    /// Whether the request was opened without approval, by breaking glass.
+    pub fn break_glass(&self) -> bool {
+        self.break_glass
     }
 
     /// Moves the request to `to`, decided by `by`.
@@ -631,5 +647,51 @@ mod tests {
             r.set_status(RequestStatus::Denied, Some(&bob), now)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_break_glass_record_is_approved_at_once_and_marked() {
+        let vm = VmId::parse(VM).unwrap();
+        let policy = Policy::parse(
+            vm,
+            &PolicyDocument::from_value(json!({"ports": [22], "approvers": ["local:bob"],
+                "breakGlass": {"principals": ["local:alice"], "maxRequestAccessDuration": "PT30M"}}))
+            .unwrap(),
+        )
+        .unwrap();
+        let body: InitiateBody = serde_json::from_value(json!({"virtualMachines": [{"id": VM,
+            "ports": [{"number": 22, "allowedSourceAddressPrefix": "198.51.100.7"}]}],
+            "justification": "prod is down", "breakGlass": true}))
+        .unwrap();
+        let req = AccessRequest::parse(RequestId::parse("r-bg").unwrap(), &body).unwrap();
+        let alice = Principal::parse("local:alice").unwrap();
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let Decision::Approved { grants } = evaluate(Some(&policy), &req, &alice, None, now) else {
+            panic!()
+        };
+        let r = RequestRecord::accepted(&req, &alice, &grants, policy.approvers(), now);
+        assert_eq!(r.status(), RequestStatus::Approved);
+        assert!(r.break_glass());
+        assert_eq!(r.approvers(), policy.approvers());
+        assert_eq!(r.decided_by(), None);
+        let [first] = r.history() else { panic!() };
+        assert_eq!(first.status, "Approved");
+        assert_eq!(first.by.as_ref(), Some(&alice));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["breakGlass"], true);
+        assert_eq!(v["approvers"], json!(["local:bob"]));
+        let back: RequestRecord = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, r);
+        // Records from before break-glass have no field and are not marked;
+        // ordinary records leave it out.
+        let mut old = v;
+        old.as_object_mut().unwrap().remove("breakGlass");
+        assert!(
+            !serde_json::from_value::<RequestRecord>(old)
+                .unwrap()
+                .break_glass()
+        );
+        let plain = serde_json::to_value(record(&["local:bob"])).unwrap();
+        assert!(plain.get("breakGlass").is_none(), "{plain}");
     }
 }

@@ -128,12 +128,21 @@ impl From<RequestId> for String {
 
 /// The body of `POST /v1/requests`, as Azure's initiate call spells it, with
 /// `duration` accepted beside `endTimeUtc`. Unknown fields are refused.
+/// `"breakGlass": true` asks to open without waiting for an approver,
+/// which the policy must allow the caller (see [`super::policy::BreakGlass`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InitiateBody {
     pub virtual_machines: Vec<InitiateVm>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub break_glass: bool,
+}
+
+/// Whether a flag is off, so that it is left out of what is written.
+pub(crate) fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +182,10 @@ pub struct RequestMessage {
     pub virtual_machines: Vec<InitiateVm>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
+    /// A break-glass request: the grant function checks it against the
+    /// policy's break-glass rules again, and opens it without an approval.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub break_glass: bool,
 }
 
 impl RequestMessage {
@@ -195,6 +208,7 @@ impl RequestMessage {
             requestor: requestor.to_string(),
             virtual_machines: body.virtual_machines,
             justification: body.justification,
+            break_glass: body.break_glass,
         }
     }
 
@@ -214,6 +228,7 @@ impl RequestMessage {
         let body = InitiateBody {
             virtual_machines: self.virtual_machines.clone(),
             justification: self.justification.clone(),
+            break_glass: self.break_glass,
         };
         Ok((AccessRequest::parse(id, &body)?, requestor))
     }
@@ -245,6 +260,7 @@ pub struct AccessRequest {
     vm: VmId,
     ports: Vec<PortAsk>,
     justification: Option<Justification>,
+    break_glass: bool,
 }
 
 impl AccessRequest {
@@ -280,6 +296,7 @@ impl AccessRequest {
             vm: vm_id,
             ports,
             justification,
+            break_glass: body.break_glass,
         })
     }
 
@@ -303,6 +320,10 @@ impl AccessRequest {
     }
     pub fn justification(&self) -> Option<&Justification> {
         self.justification.as_ref()
+    }
+    /// Whether the request asks to open without waiting for an approver.
+    pub fn break_glass(&self) -> bool {
+        self.break_glass
     }
 
     /// The request back in its wire shape, for the queue: parsing the result
@@ -329,6 +350,7 @@ impl AccessRequest {
                     .collect(),
             }],
             justification: self.justification.as_ref().map(|j| j.as_str().to_owned()),
+            break_glass: self.break_glass,
         }
     }
 }
@@ -506,5 +528,41 @@ mod tests {
         for bad in ["", "-a", "a-", "a b", "a/b", &"a".repeat(41)] {
             assert!(RequestId::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn break_glass_is_read_and_carried_to_the_queue() {
+        let vm = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+        let req = parse(&format!(
+            r#"{{"virtualMachines":[{{"id":"{vm}","ports":[{{"number":22,"duration":"PT10M"}}]}}],"justification":"prod down","breakGlass":true}}"#
+        ))
+        .unwrap();
+        assert!(req.break_glass());
+        let body = serde_json::to_value(req.to_body()).unwrap();
+        assert_eq!(body["breakGlass"], true);
+        assert_eq!(AccessRequest::parse(id(), &req.to_body()).unwrap(), req);
+        let message =
+            RequestMessage::accepted(&req, &Principal::parse("local:oncall").unwrap(), &[]);
+        assert!(message.break_glass);
+        let text = serde_json::to_string(&message).unwrap();
+        assert!(text.contains(r#""breakGlass":true"#), "{text}");
+        assert_eq!(RequestMessage::from_json(&text).unwrap(), message);
+        // Absent and false are the same: an ordinary request, which says
+        // nothing about it on the queue.
+        let plain = parse(&format!(
+            r#"{{"virtualMachines":[{{"id":"{vm}","ports":[{{"number":22}}]}}],"breakGlass":false}}"#
+        ))
+        .unwrap();
+        assert!(!plain.break_glass());
+        assert!(
+            !serde_json::to_string(&plain.to_body())
+                .unwrap()
+                .contains("breakGlass")
+        );
+        let err = parse(&format!(
+            r#"{{"virtualMachines":[{{"id":"{vm}","ports":[{{"number":22}}]}}],"breakGlass":"yes"}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(err.code(), "InvalidRequest");
     }
 }

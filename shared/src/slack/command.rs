@@ -6,7 +6,7 @@
 //! /jit approve <id>
 //! /jit deny <id> [-- reason]
 //! /jit revoke <id>
-//! /jit [request] <ports> <vm> <duration> from <address or CIDR> [-- justification]
+//! /jit [request] <ports> <vm> <duration> from <address or CIDR> [--break-glass] [-- justification]
 //! ```
 //!
 //! In a request, the ports (`22` or `22,3389`), the VM and the duration
@@ -14,7 +14,9 @@
 //! token is a port list if it is digits and commas, a duration if jiff reads
 //! it as one, and the VM otherwise. `from` is required: Slack calls jitvm,
 //! so the caller's own address is unknown. Everything after the first `--`
-//! is the justification.
+//! is the justification. `--break-glass` (a word of its own, before the
+//! justification) asks to open without waiting for an approver, which the
+//! policy must allow the caller; it needs a justification.
 //!
 //! People type this into Slack, which rewrites text: links and mentions
 //! arrive as `<http://x|x>`, `&`, `<` and `>` arrive escaped, and editors
@@ -36,6 +38,11 @@ use crate::domain::{
 pub const MAX_TEXT_CHARS: usize = 4000;
 
 const EXAMPLE_REQUEST: &str = "22 i-0abc123 1h from 198.51.100.7 -- fixing the deploy";
+const EXAMPLE_BREAK_GLASS: &str =
+    "22 i-0abc123 30m from 198.51.100.7 --break-glass -- the site is down";
+
+/// The flag of a break-glass request.
+const BREAK_GLASS_FLAG: &str = "--break-glass";
 const EXAMPLE_ID: &str = "01JD5Z7K4M8Q2R3S4T5V6W7X8Y";
 
 /// Words that read naturally in a request but carry nothing:
@@ -75,6 +82,8 @@ pub struct RequestCommand {
     /// The source prefix in its canonical form (`198.51.100.7/32`).
     pub source: String,
     pub justification: Option<String>,
+    /// `--break-glass`: open without waiting for an approver.
+    pub break_glass: bool,
 }
 
 impl RequestCommand {
@@ -97,6 +106,7 @@ impl RequestCommand {
                     .collect(),
             }],
             justification: self.justification.clone(),
+            break_glass: self.break_glass,
         }
     }
 }
@@ -158,6 +168,7 @@ pub enum CommandError {
     BadSource { given: String, reason: String },
     SeveralSources,
     BadText { what: &'static str, reason: String },
+    BreakGlassWithoutJustification,
     Missing(Vec<Missing>),
     UnknownAction { action_id: String },
 }
@@ -228,6 +239,11 @@ impl CommandError {
                 "The request gives `from` twice; give one address or network.".to_owned()
             }
             CommandError::BadText { what, reason } => format!("The {what}: {reason}."),
+            CommandError::BreakGlassWithoutJustification => {
+                "A break-glass request opens without waiting for an approver, so it needs a \
+                 justification: say after `--` why access cannot wait."
+                    .to_owned()
+            }
             CommandError::Missing(parts) => {
                 let names: Vec<&str> = parts
                     .iter()
@@ -264,6 +280,7 @@ impl CommandError {
                 "deny" => format!("deny {EXAMPLE_ID} -- not during the release freeze"),
                 verb => format!("{verb} {EXAMPLE_ID}"),
             },
+            CommandError::BreakGlassWithoutJustification => EXAMPLE_BREAK_GLASS.to_owned(),
             _ => EXAMPLE_REQUEST.to_owned(),
         }
     }
@@ -366,9 +383,15 @@ fn parse_request(words: &[&str], tail: Option<&str>) -> Result<RequestCommand, C
     let mut vm: Option<&str> = None;
     let mut duration: Option<(String, SignedDuration)> = None;
     let mut source: Option<String> = None;
+    let mut break_glass = false;
     let mut i = 0;
     while let Some(&word) = words.get(i) {
         let lower = word.to_lowercase();
+        if lower == BREAK_GLASS_FLAG {
+            break_glass = true;
+            i += 1;
+            continue;
+        }
         if lower == "from" {
             let Some(&given) = words.get(i + 1) else {
                 return Err(CommandError::FromWithoutAddress);
@@ -437,12 +460,16 @@ fn parse_request(words: &[&str], tail: Option<&str>) -> Result<RequestCommand, C
         return Err(CommandError::Missing(missing));
     }
     let justification = optional_text("justification", &tail.map(collapse).unwrap_or_default())?;
+    if break_glass && justification.is_none() {
+        return Err(CommandError::BreakGlassWithoutJustification);
+    }
     Ok(RequestCommand {
         vm: vm.to_owned(),
         ports,
         duration,
         source,
         justification,
+        break_glass,
     })
 }
 
@@ -653,17 +680,24 @@ fn push_plain(out: &mut String, c: char) -> Result<(), CommandError> {
 
 /// Splits at the first `--` that starts a word: the words before it, and
 /// the justification after it (without further leading dashes). A `--`
-/// inside a word, as in an Azure VM named `web--1`, is part of that word.
+/// inside a word, as in an Azure VM named `web--1`, is part of that word,
+/// and so is the word `--break-glass`, which is a flag.
 fn split_justification(text: &str) -> (&str, Option<&str>) {
     let mut prev_space = true;
     for (i, c) in text.char_indices() {
-        if prev_space && text[i..].starts_with("--") {
+        if prev_space && text[i..].starts_with("--") && !is_flag_at(&text[i..]) {
             let tail = text[i..].trim_start_matches('-');
             return (&text[..i], Some(tail));
         }
         prev_space = c == ' ';
     }
     (text, None)
+}
+
+/// Whether `rest` starts with the word `--break-glass` (any case).
+fn is_flag_at(rest: &str) -> bool {
+    let word = rest.split(' ').next().unwrap_or_default();
+    word.eq_ignore_ascii_case(BREAK_GLASS_FLAG)
 }
 
 /// A word without the quotes, backticks and trailing punctuation people put
@@ -731,8 +765,56 @@ mod tests {
                 duration: SignedDuration::from_hours(1),
                 source: "198.51.100.7/32".into(),
                 justification: Some("fixing the deploy".into()),
+                break_glass: false,
             }
         );
+    }
+
+    #[test]
+    fn break_glass_is_a_flag_before_the_justification() {
+        for text in [
+            "request 22 i-0abc123 30m from 198.51.100.7 --break-glass -- the site is down",
+            "--break-glass 22 i-0abc123 30m from 198.51.100.7 -- the site is down",
+            "22 i-0abc123 --BREAK-GLASS 30m from 198.51.100.7 -- the site is down",
+            // An editor's dash is read as `--`.
+            "22 i-0abc123 30m from 198.51.100.7 \u{2014}break-glass \u{2014} the site is down",
+        ] {
+            let r = request(text);
+            assert!(r.break_glass, "{text}");
+            assert_eq!(
+                r.justification.as_deref(),
+                Some("the site is down"),
+                "{text}"
+            );
+            assert_eq!(r.vm, "i-0abc123");
+            assert_eq!(r.duration, SignedDuration::from_mins(30));
+        }
+        // After `--` it is part of the justification, not a flag.
+        let r = request("22 i-0abc123 30m from 198.51.100.7 -- see --break-glass docs");
+        assert!(!r.break_glass);
+        assert_eq!(r.justification.as_deref(), Some("see --break-glass docs"));
+        assert!(!request(EXAMPLE_REQUEST).break_glass);
+        let body = request(EXAMPLE_BREAK_GLASS).to_initiate_body(
+            &VmId::parse("arn:aws:ec2:us-east-1:123456789012:instance/i-0abc1234").unwrap(),
+        );
+        assert!(body.break_glass);
+        assert_eq!(serde_json::to_value(&body).unwrap()["breakGlass"], true);
+        // Without a justification it is refused here, with an example.
+        for text in [
+            "22 i-0abc123 30m from 198.51.100.7 --break-glass",
+            "22 i-0abc123 30m from 198.51.100.7 --break-glass --   ",
+        ] {
+            let e = err(text);
+            assert_eq!(e, CommandError::BreakGlassWithoutJustification, "{text}");
+            let said = e.describe("/jit");
+            assert!(said.contains("needs a justification"), "{said}");
+            assert!(said.contains("--break-glass -- the site is down"), "{said}");
+        }
+        // Other commands take no flag.
+        assert!(matches!(
+            err("approve 01JD5Z7K4M8Q2R3S4T5V6W7X8Y --break-glass"),
+            CommandError::ExtraWords { .. }
+        ));
     }
 
     #[test]

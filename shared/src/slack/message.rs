@@ -63,6 +63,7 @@ pub fn help(command_name: &str) -> Value {
          • how long: `30m`, `1h`, `1h30m` or `PT1H`, at most what the VM's policy allows\n\
          • `from` your public IP address or network, such as `198.51.100.7` or `198.51.100.0/24`: required, because jitvm sees Slack's address, not yours\n\
          • after `--`: why you need access\n\
+         • `--break-glass` before `--`: in an emergency, open at once without waiting for approval, where the VM's policy names you for it (a reason is required, the time is shorter, and the approvers are told)\n\
          `{c} status`: your open access and waiting requests\n\
          `{c} pending`: requests waiting for your approval, with buttons\n\
          `{c} approve &lt;id&gt;`, `{c} deny &lt;id&gt; -- reason`, `{c} revoke &lt;id&gt;`"
@@ -76,6 +77,10 @@ pub fn accepted(record: &RequestRecord, now: Timestamp) -> Value {
     let vm = escape(record.vm().short_name());
     let id = escape(record.id().as_str());
     let text = match record.status() {
+        RequestStatus::Approved if record.break_glass() => format!(
+            ":rotating_light: Break-glass access to *{vm}* granted without approval; the rule is opening now, and the VM's approvers are told.\n{}",
+            port_lines(record.ports(), now)
+        ),
         RequestStatus::Approved => format!(
             ":white_check_mark: Access to *{vm}* granted; the rule is opening now.\n{}",
             port_lines(record.ports(), now)
