@@ -172,8 +172,12 @@ async fn channels_of(app: &NotifyApp<'_>, vm: &VmId) -> Defaults {
     }
 }
 
-fn policy_channels(_policy: &jitvm_core::Policy) -> Defaults {
-    Defaults::default()
+fn policy_channels(policy: &jitvm_core::Policy) -> Defaults {
+    let own = policy.notify();
+    Defaults {
+        slack: own.slack().map(str::to_owned),
+        teams: own.teams().map(str::to_owned),
+    }
 }
 
 impl Defaults {

@@ -187,6 +187,18 @@ fn check_approvers(api: &PolicyApi<'_>, policy: &Policy) -> Result<(), ApiError>
     ))
 }
 
+/// A policy may name only a Teams webhook the deployment has: a name it
+/// does not would lose every notice of the VM.
+fn check_channels(api: &PolicyApi<'_>, policy: &Policy) -> Result<(), ApiError> {
+    match policy.notify().teams() {
+        Some(name) => api
+            .channels
+            .check_teams(name)
+            .map_err(|message| ApiError::new(400, "UnknownNotifyChannel", message)),
+        None => Ok(()),
+    }
+}
+
 async fn put_policy(
     api: &PolicyApi<'_>,
     caller: &Caller,
@@ -199,6 +211,7 @@ async fn put_policy(
     let body = check_body(request.body())?;
     let policy = Policy::parse(vm.clone(), &PolicyDocument::from_json(body)?)?;
     check_approvers(api, &policy)?;
+    check_channels(api, &policy)?;
     let expected = if_match(request.headers())?;
     let existing = api.policies.get_policy(&vm).await?;
     let stored_version = existing.as_ref().map(|e| e.policy.version());

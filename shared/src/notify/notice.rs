@@ -221,8 +221,8 @@ fn port_of(p: &crate::domain::PortRecord) -> NoticePort {
     }
 }
 
-pub(super) fn is_break_glass(_record: &RequestRecord) -> bool {
-    false
+pub(super) fn is_break_glass(record: &RequestRecord) -> bool {
+    record.break_glass()
 }
 
 #[cfg(test)]
@@ -393,6 +393,37 @@ mod tests {
         );
         assert_eq!(told[0].reason, Some(StatusReason::UserRequested));
         assert_eq!(told[0].ports.len(), 1);
+    }
+
+    #[test]
+    fn break_glass_is_news_for_approvers_at_once() {
+        let vm = VmId::parse(VM).unwrap();
+        let document = json!({"ports": [22], "approvers": ["local:bob"],
+            "breakGlass": {"principals": ["local:alice"], "maxRequestAccessDuration": "PT1H"}});
+        let policy = Policy::parse(vm, &PolicyDocument::from_value(document).unwrap()).unwrap();
+        let body: InitiateBody = serde_json::from_value(json!({"virtualMachines": [{"id": VM,
+            "ports": [{"number": 22, "duration": "PT30M", "allowedSourceAddressPrefix": "198.51.100.7"}]}],
+            "justification": "prod is down", "breakGlass": true}))
+        .unwrap();
+        let req = AccessRequest::parse(RequestId::parse("r2").unwrap(), &body).unwrap();
+        let at = t("2026-12-01T12:00:00Z");
+        let Decision::Approved { grants } =
+            evaluate(Some(&policy), &req, &who("local:alice"), None, at)
+        else {
+            panic!("break-glass opens without approval");
+        };
+        let r = RequestRecord::accepted(&req, &who("local:alice"), &grants, policy.approvers(), at);
+        let told = notices(None, &r);
+        assert_eq!(
+            told.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            [NoticeKind::BreakGlass]
+        );
+        assert_eq!(told[0].kind.audience(), Audience::Approvers);
+        assert!(told[0].break_glass);
+        assert_eq!(told[0].justification.as_deref(), Some("prod is down"));
+        let events = crate::notify::audit_events(None, &r);
+        assert_eq!(events[0].detail_type, "JIT Break-Glass Access");
+        assert_eq!(events[0].detail["breakGlass"], true);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub fn extension_of(record: &RequestRecord) -> InitiateBody {
             ports,
         }],
         justification: record.justification().map(|j| j.as_str().to_owned()),
+        // Break-glass access extends as break-glass again: the requestor
+        // must still be named for it, and approvers are told again.
+        break_glass: record.break_glass(),
     }
 }
 
