@@ -54,9 +54,22 @@ async fn csv_rows(stack: &Stack, query: &str) -> Vec<csv::StringRecord> {
         .collect()
 }
 
+/// A stack whose deployment has the Teams webhook `ops` the policies here
+/// name (nothing is posted: these tests run no notifier).
+async fn with_ops_webhook(region: &str) -> Stack {
+    Stack::start_with(
+        region,
+        &[(
+            "JITVM_TEAMS_WEBHOOKS",
+            r#"{"ops": "https://contoso.webhook.office.com/webhookb2/ops"}"#,
+        )],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn break_glass_opens_at_once_on_a_policy_with_approvers_and_is_marked_everywhere() {
-    let stack = Stack::start("eu-west-1").await;
+    let stack = with_ops_webhook("eu-west-1").await;
     let vm = stack.instance(&[]).await;
     let stored = enable(&stack, &vm.arn, policy()).await;
     let group = stored["firewall"].as_str().unwrap().to_owned();
@@ -167,7 +180,7 @@ async fn break_glass_opens_at_once_on_a_policy_with_approvers_and_is_marked_ever
 
 #[tokio::test]
 async fn every_refusal_says_why_and_opens_nothing() {
-    let stack = Stack::start("eu-west-2").await;
+    let stack = with_ops_webhook("eu-west-2").await;
     let vm = stack.instance(&[]).await;
     let group = enable(&stack, &vm.arn, policy()).await["firewall"]
         .as_str()
@@ -274,7 +287,7 @@ async fn every_refusal_says_why_and_opens_nothing() {
 
 #[tokio::test]
 async fn the_policy_checks_break_glass_and_notify_when_written() {
-    let stack = Stack::start("eu-west-3").await;
+    let stack = with_ops_webhook("eu-west-3").await;
     let vm = stack.instance(&[]).await;
     let with = |patch: Value| {
         let mut p = policy();
@@ -350,7 +363,7 @@ async fn the_policy_checks_break_glass_and_notify_when_written() {
 
 #[tokio::test]
 async fn the_grant_checks_a_queued_break_glass_request_again() {
-    let stack = Stack::start("us-west-1").await;
+    let stack = with_ops_webhook("us-west-1").await;
     let vm = stack.instance(&[]).await;
     let group = enable(&stack, &vm.arn, policy()).await["firewall"]
         .as_str()
