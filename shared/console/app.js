@@ -156,6 +156,8 @@ function remaining(endTime) {
 }
 
 const pill = (status) => el('span', { class: `pill ${status}` }, status);
+/** The mark of a request opened without approval, or nothing. */
+const breakGlassMark = (record) => (record.breakGlass ? el('span', { class: 'pill break-glass', title: 'Opened without approval (break-glass)' }, 'break-glass') : '');
 
 /** Why a port closed or failed (an open port's reason says nothing new). */
 const ended = (port) => (port.status === 'Revoked' || port.status === 'Failed') && Boolean(port.statusReason);
@@ -448,6 +450,9 @@ function requestAccess(vm) {
   $('#source-cidr').disabled = true;
   $('#source-cidr').value = '';
   $('#justification').value = '';
+  // Only a principal the VM's policy names for break-glass sees the choice.
+  $('#break-glass-row').hidden = !(state.me.breakGlassOf || []).includes(vm.id);
+  $('#break-glass').checked = false;
   $('#request-status').replaceChildren();
   $('#request-submit').disabled = false;
   fillDurations();
@@ -478,6 +483,10 @@ async function submitRequest() {
   };
   const justification = $('#justification').value.trim();
   if (justification) body.justification = justification;
+  if ($('#break-glass').checked) {
+    if (!justification) return notice('Break-glass access needs a justification: say why it cannot wait for an approver.');
+    body.breakGlass = true;
+  }
   // The poll of an earlier request stops now; this one's starts only if
   // the dialog is still open for it when the API answers.
   stopFollowing();
@@ -592,7 +601,7 @@ function mineRow(record) {
   return el('tr', { dataset: { request: record.id, standing: now.key } },
     el('td', {}, nameOfVm(vmOf(record)), el('span', { class: 'sub' }, vmOf(record))),
     el('td', {}, portSummary(record)),
-    el('td', { class: 'status' }, pill(record.status), el('span', { class: 'sub standing' }, now.text)),
+    el('td', { class: 'status' }, pill(record.status), breakGlassMark(record), el('span', { class: 'sub standing' }, now.text)),
     el('td', end ? { class: 'remaining', dataset: { end } } : { class: 'remaining' }, end ? remaining(end) : '—'),
     el('td', {}, when(record.startTimeUtc), record.justification ? el('span', { class: 'sub' }, record.justification) : null),
     el('td', { class: 'actions' },
@@ -625,6 +634,7 @@ function extend(record) {
     $('#source-cidr').value = source;
   }
   $('#justification').value = record.justification || '';
+  $('#break-glass').checked = Boolean(record.breakGlass) && !$('#break-glass-row').hidden;
   fillDurations();
   return undefined;
 }
@@ -719,7 +729,7 @@ async function renderActivity() {
     el('td', {}, nameOfVm(vmOf(record)), el('span', { class: 'sub' }, vmOf(record))),
     el('td', {}, record.requestor),
     el('td', {}, portSummary(record)),
-    el('td', {}, pill(record.status)),
+    el('td', {}, pill(record.status), breakGlassMark(record)),
     el('td', {}, record.decidedBy || '—'),
     el('td', { class: 'justification' }, record.justification || '—'))));
   return undefined;

@@ -838,3 +838,63 @@ async fn the_page_runs_no_inline_script_and_a_violation_is_reported() {
         "{errors:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_principal_opens_at_once_with_a_justification_and_the_page_marks_it() {
+    let stack = Stack::start("eu-west-2").await;
+    let instance = stack.instance(&[]).await;
+    let (status, body) = put_policy(
+        &stack,
+        &instance.arn,
+        json!({"ports": [{"number": 22, "protocol": "tcp", "allowedSourceAddressPrefix": "*",
+            "maxRequestAccessDuration": "PT3H"}],
+            "approvers": ["local:bob"],
+            "breakGlass": {"principals": ["local:alice"], "maxRequestAccessDuration": "PT1H"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let _poller = tokio::spawn(Arc::clone(&stack.host).run_poller());
+    let browser = Browser::start(screenshots()).await;
+    let base = stack.base.clone();
+
+    // Bob is no break-glass principal: the choice is not offered to him.
+    sign_in(&browser, &base, BOB, "local:bob").await;
+    browser
+        .click(&format!("{} .request-access", row(&instance.arn)))
+        .await;
+    browser.find("#break-glass-row[hidden]").await;
+    browser.click("#request-dialog .close").await;
+
+    // Alice is. Without a justification the page refuses before asking.
+    sign_in(&browser, &base, ALICE, "local:alice").await;
+    browser
+        .click(&format!("{} .request-access", row(&instance.arn)))
+        .await;
+    browser.find("#break-glass-row:not([hidden])").await;
+    browser.click("#break-glass").await;
+    browser.click("#request-submit").await;
+    browser
+        .wait_text("#request-dialog .dialog-notice", "needs a justification")
+        .await;
+    browser
+        .fill("#justification", "prod is down, INC-4711")
+        .await;
+    browser.click("#request-submit").await;
+    // Opened at once, no approver asked.
+    browser
+        .wait_text("#request-status li[data-port=\"22\"]", "Initiated")
+        .await;
+    let id = browser.text("#request-status .headline code").await;
+    let stored = record(&stack, &id).await;
+    assert_eq!(stored["breakGlass"], true, "{stored}");
+    assert_eq!(stored["status"], "Approved");
+    browser.click("#request-dialog .close").await;
+
+    browser.click("#nav-mine").await;
+    let mine = row_with(&browser, "#mine-table", "prod is down").await;
+    browser
+        .wait_text(&format!("{mine} .pill.break-glass"), "break-glass")
+        .await;
+    browser.screenshot("break-glass").await;
+    assert_no_page_errors(&browser, "after a break-glass request").await;
+}
