@@ -377,6 +377,24 @@ async fn the_requestor_hears_a_denial_with_its_reason_and_an_early_close_with_wh
         card_about(&id, "closed early"),
     )
     .await;
+
+    // A request nobody decides on times out at the sweep after the
+    // approval timeout (an hour): the requestor hears that too.
+    let (_, asked) = request(&stack, ALICE, ask(&vm.arn, ssh("PT1H"))).await;
+    let waiting = asked["id"].as_str().unwrap().to_owned();
+    stack.advance(2 * 3600);
+    stack
+        .host
+        .sweep_once(stack.now())
+        .await
+        .expect("the sweep runs");
+    assert_eq!(record(&stack, &waiting).await["status"], "Denied");
+    chat.wait_for_slack(
+        "the timeout",
+        SOON,
+        about(&waiting, "timed out: no approver decided"),
+    )
+    .await;
 }
 
 #[tokio::test]
