@@ -495,7 +495,7 @@ pub trait NoticeChannels: Send + Sync {
 #[async_trait]
 pub trait NotifyJobs: Send + Sync {
     /// Puts `job` on the queue to come back after `delay` (at most
-    /// [`crate::notify::MAX_DELAY`]; longer is cut to that).
+    /// [`crate::expiry::MAX_HOP`]; longer is cut to that).
     async fn put(
         &self,
         job: &crate::notify::Job,

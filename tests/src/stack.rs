@@ -482,6 +482,20 @@ pub async fn record(stack: &Stack, id: &str) -> Value {
     body
 }
 
+/// The request records of `vm`, newest first, read as the admin.
+pub async fn records_of(stack: &Stack, vm: &str) -> Vec<Value> {
+    let (status, body) = stack
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/requests?vm={}", encode(vm)),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["value"].as_array().cloned().unwrap_or_default()
+}
+
 /// The first port of a record's only VM.
 pub fn port0(record: &Value) -> &Value {
     &record["virtualMachines"][0]["ports"][0]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use jitvm_tests::stack::{
     ADMIN, Instance, SLACK_SECRET, SLACK_TEAM, Stack, azure_vm, click_body, drain, enable, encode,
-    port0, record, slack_signature, slash_body,
+    port0, record, records_of, slack_signature, slash_body,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -73,20 +73,6 @@ fn refusal(status: u16, message: &Value) -> String {
     let text = ephemeral(status, message);
     assert!(text.starts_with(":warning:"), "not a refusal: {text}");
     text
-}
-
-/// The request records of `vm`, newest first, read as the admin.
-async fn records_of(stack: &Stack, vm: &str) -> Vec<Value> {
-    let (status, body) = stack
-        .call(
-            Method::GET,
-            &format!("/v1/requests?vm={}", encode(vm)),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["value"].as_array().cloned().unwrap_or_default()
 }
 
 /// The request records of a Slack user, read as the admin.

@@ -10,8 +10,8 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use jitvm_notify::Outcome;
 use jitvm_tests::chat_fake::{ChatFake, SlackPost, TeamsPost};
 use jitvm_tests::stack::{
-    ADMIN, ALICE, BOB, SLACK_TEAM, Stack, act, ask, click_body, drain, enable, eventually, port0,
-    record, request,
+    ALICE, BOB, SLACK_TEAM, Stack, act, ask, click_body, drain, enable, eventually, port0, record,
+    records_of, request,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -226,16 +226,8 @@ async fn the_requestor_hears_in_a_direct_message_when_access_opens_and_before_it
     assert_eq!(status, 200, "{answer}");
     drain(&stack).await;
     let (id, end) = {
-        let (status, list) = stack
-            .call(
-                Method::GET,
-                &format!("/v1/requests?vm={}", jitvm_tests::stack::encode(&vm.arn)),
-                Some(ADMIN),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{list}");
-        let r = &list["value"][0];
+        let records = records_of(&stack, &vm.arn).await;
+        let r = &records[0];
         (
             r["id"].as_str().unwrap().to_owned(),
             port0(r)["endTimeUtc"].as_str().unwrap().to_owned(),
@@ -297,16 +289,8 @@ async fn the_requestor_hears_in_a_direct_message_when_access_opens_and_before_it
     let answer = click(&stack, SLACK_ALICE, "extend", &id).await;
     assert!(!answer.to_string().contains(":warning:"), "{answer}");
     drain(&stack).await;
-    let (_, list) = stack
-        .call(
-            Method::GET,
-            &format!("/v1/requests?vm={}", jitvm_tests::stack::encode(&vm.arn)),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    let requests = list["value"].as_array().unwrap();
-    assert_eq!(requests.len(), 2, "{list}");
+    let requests = records_of(&stack, &vm.arn).await;
+    assert_eq!(requests.len(), 2, "{requests:#?}");
     let extension = requests.iter().find(|r| r["id"] != id.as_str()).unwrap();
     assert_eq!(extension["requestor"], slack_principal(SLACK_ALICE));
     assert_eq!(extension["justification"], "deploy");

@@ -3,20 +3,13 @@
 
 use jiff::Timestamp;
 use jitvm_core::notify::{
-    DeliveryError, Destinations, Job, Notice, REMIND_BEFORE, Target, ending_soon, retry_delay,
-    targets, wait_until,
+    DeliveryError, Destinations, Job, Notice, NoticeKind, REMIND_BEFORE, Target, ending_soon,
+    retry_delay, targets, wait_until,
 };
 use jitvm_core::ports::AdapterError;
-use jitvm_core::{PortStatus, RequestId, RequestRecord, VmId};
+use jitvm_core::{PortStatus, RequestId, RequestRecord};
 
-use crate::{NotifyApp, Outcome, reminds};
-
-/// The deployment's channels, for a policy that names none of its own.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Defaults {
-    pub slack: Option<String>,
-    pub teams: Option<String>,
-}
+use crate::{NotifyApp, Outcome};
 
 /// Posts `notice` to each of its channels at once, and sets the reminder
 /// an opening needs. An error only when a failure could not be queued.
@@ -25,14 +18,8 @@ pub async fn announce(
     notice: &Notice,
     now: Timestamp,
 ) -> Result<(), AdapterError> {
-    let channels = channels_of(app, &notice.vm).await;
-    let targets = targets(notice, channels.as_destinations(), app.channels.slack_on());
-    if targets.is_empty() {
-        tracing::debug!(request_id = %notice.request_id, kind = ?notice.kind, "no channel to tell");
-    }
-    let posts = targets.iter().map(|t| deliver(app, t, notice, 0));
-    let posted = futures_util::future::join_all(posts).await;
-    if reminds(notice.kind) {
+    let told = tell(app, notice).await;
+    if notice.kind == NoticeKind::Opened {
         remind_later(
             app,
             &notice.request_id,
@@ -41,7 +28,34 @@ pub async fn announce(
         )
         .await?;
     }
-    posted.into_iter().collect()
+    told
+}
+
+/// Posts `notice` to each channel of its VM's policy (each falling back to
+/// the deployment's), all at once. When the policy cannot be read, the
+/// deployment's: a notice is never lost for want of a policy (JIT may have
+/// been disabled meanwhile).
+async fn tell(app: &NotifyApp<'_>, notice: &Notice) -> Result<(), AdapterError> {
+    let policy = app
+        .policies
+        .get_policy(&notice.vm)
+        .await
+        .inspect_err(|e| tracing::warn!(vm = %notice.vm, error = %e, "the policy could not be read; using the deployment's channels"))
+        .ok()
+        .flatten();
+    let own = policy
+        .as_ref()
+        .map(|e| Destinations::of(e.policy.notify()))
+        .unwrap_or_default();
+    let targets = targets(notice, own.or(app.defaults), app.channels.slack_on());
+    if targets.is_empty() {
+        tracing::debug!(request_id = %notice.request_id, kind = ?notice.kind, "no channel to tell");
+    }
+    let posts = targets.iter().map(|t| deliver(app, t, notice, 0));
+    futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Posts `notice` to `target` (try `attempt + 1`). A failure for now is
@@ -109,15 +123,9 @@ pub async fn remind(
     };
     let record = record.value;
     if let Some(notice) = ending_soon(&record, now) {
-        let channels = channels_of(app, &notice.vm).await;
-        let targets = targets(&notice, channels.as_destinations(), app.channels.slack_on());
-        let posts = targets.iter().map(|t| deliver(app, t, &notice, 0));
-        futures_util::future::join_all(posts)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()?;
+        tell(app, &notice).await?;
     }
-    remind_later(app, request_id, later_ends(&record, now), now).await
+    remind_later(app, request_id, open_ends(&record), now).await
 }
 
 /// Sets the reminder for the earliest of `ends` that is more than five
@@ -142,51 +150,14 @@ async fn remind_later(
     app.jobs.put(&job, wait_until(at, now)).await
 }
 
-/// The end times of the open ports of `record` not yet reminded of.
-fn later_ends(record: &RequestRecord, now: Timestamp) -> impl Iterator<Item = Timestamp> + '_ {
+/// The end times of the open ports of `record` (those already reminded
+/// of are too close for [`remind_later`] to set another).
+fn open_ends(record: &RequestRecord) -> impl Iterator<Item = Timestamp> + '_ {
     record
         .ports()
         .iter()
         .filter(|p| p.status == PortStatus::Initiated)
         .map(|p| p.end_time_utc)
-        .filter(move |end| end.checked_sub(REMIND_BEFORE).is_ok_and(|at| at > now))
-}
-
-/// The channels of the VM's policy, each falling back to the deployment's.
-/// When the policy cannot be read, the deployment's: a notice is never
-/// lost for want of a policy (JIT may have been disabled meanwhile).
-async fn channels_of(app: &NotifyApp<'_>, vm: &VmId) -> Defaults {
-    let policy = match app.policies.get_policy(vm).await {
-        Ok(entry) => entry,
-        Err(e) => {
-            tracing::warn!(vm = %vm, error = %e, "the policy could not be read; using the deployment's channels");
-            None
-        }
-    };
-    let own = policy
-        .map(|e| policy_channels(&e.policy))
-        .unwrap_or_default();
-    Defaults {
-        slack: own.slack.or_else(|| app.defaults.slack.clone()),
-        teams: own.teams.or_else(|| app.defaults.teams.clone()),
-    }
-}
-
-fn policy_channels(policy: &jitvm_core::Policy) -> Defaults {
-    let own = policy.notify();
-    Defaults {
-        slack: own.slack().map(str::to_owned),
-        teams: own.teams().map(str::to_owned),
-    }
-}
-
-impl Defaults {
-    fn as_destinations(&self) -> Destinations<'_> {
-        Destinations {
-            slack: self.slack.as_deref(),
-            teams: self.teams.as_deref(),
-        }
-    }
 }
 
 fn channel_name(target: &Target) -> &'static str {

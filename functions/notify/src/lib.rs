@@ -22,13 +22,13 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use jiff::Timestamp;
 use jitvm_core::notify::{
-    AuditEvent, Job, Notice, NoticeKind, RecordChange, audit_events, notices, retry_delay,
+    AuditEvent, Destinations, Job, Notice, RecordChange, audit_events, notices, retry_delay,
 };
 use jitvm_core::ports::{
     AdapterError, EventSink, NoticeChannels, NotifyJobs, PolicyStore, RequestStore,
 };
 
-pub use deliver::{Defaults, announce, deliver};
+pub use deliver::{announce, deliver};
 pub use stream::{changes_of, is_stream};
 pub use tally::{Outcome, Tally};
 
@@ -40,7 +40,7 @@ pub struct NotifyApp<'a> {
     pub jobs: &'a dyn NotifyJobs,
     pub channels: &'a dyn NoticeChannels,
     /// The deployment's channels, for policies that name none.
-    pub defaults: &'a Defaults,
+    pub defaults: Destinations<'a>,
     /// The wait before the first retry; each retry waits twice as long.
     pub retry_after: Duration,
     /// How many tries a delivery or a publish gets.
@@ -141,9 +141,4 @@ async fn on_job(
         Job::Publish { events, attempt } => publish(app, events, attempt).await,
         Job::Remind { request_id, at } => deliver::remind(app, &request_id, at, now).await,
     }
-}
-
-/// Whether a notice of `kind` sets a reminder for the end of access.
-fn reminds(kind: NoticeKind) -> bool {
-    kind == NoticeKind::Opened
 }

@@ -8,7 +8,7 @@ use jitvm_core::notify::ChatChannels;
 use jitvm_core::ports::AdapterError;
 use jitvm_core::stack::Stack;
 use jitvm_core::telemetry;
-use jitvm_notify::{Defaults, NotifyApp, Tally, changes_of, is_stream, on_changes, on_jobs};
+use jitvm_notify::{NotifyApp, Tally, changes_of, is_stream, on_changes, on_jobs};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 
@@ -23,10 +23,6 @@ async fn main() -> Result<(), Error> {
     let channels = ChatChannels::from_settings(notify)?;
     let jobs = stack.notify_jobs(&settings).await?;
     let events = EventBus::new(&stack.config, &notify.event_bus);
-    let defaults = Defaults {
-        slack: notify.default_slack.clone(),
-        teams: notify.default_teams.clone(),
-    };
     let tally = Tally::with_metrics();
     let app = NotifyApp {
         requests: &stack.store,
@@ -34,7 +30,7 @@ async fn main() -> Result<(), Error> {
         events: &events,
         jobs: &jobs,
         channels: &channels,
-        defaults: &defaults,
+        defaults: notify.defaults(),
         retry_after: notify.retry_after,
         attempts: notify.attempts,
         tally: &tally,

@@ -45,7 +45,7 @@ use jitvm_core::stack::Stack;
 use jitvm_core::{Principal, PrincipalError};
 use jitvm_expire::{ExpireApp, SCOPE_DEADLINE, SweepSummary};
 use jitvm_grant::GrantApp;
-use jitvm_notify::{Defaults, NotifyApp, Tally};
+use jitvm_notify::{NotifyApp, Tally};
 use jitvm_policy::PolicyApi;
 use jitvm_request::RequestApi;
 use jitvm_request::chatops::SlackApp;
@@ -126,7 +126,6 @@ pub struct Notifier {
     pub jobs: SqsQueue,
     pub events: EventBus,
     pub channels: ChatChannels,
-    pub defaults: Defaults,
     pub tally: Tally,
     /// What a policy's `notify` may name.
     pub names: ChannelNames,
@@ -247,7 +246,7 @@ impl Host {
             events: &self.notify.events,
             jobs: &self.notify.jobs,
             channels: &self.notify.channels,
-            defaults: &self.notify.defaults,
+            defaults: settings.defaults(),
             retry_after: settings.retry_after,
             attempts: settings.attempts,
             tally: &self.notify.tally,
@@ -395,14 +394,9 @@ impl Notifier {
         Ok(Self {
             jobs: stack.notify_jobs(&stack.settings).await?,
             events: EventBus::new(&stack.config, &settings.event_bus),
+            names: channels.names(),
             channels,
-            defaults: Defaults {
-                slack: settings.default_slack.clone(),
-                teams: settings.default_teams.clone(),
-            },
             tally: Tally::default(),
-            names: ChannelNames::from_settings(settings)
-                .map_err(|e| AdapterError::permanent("NotifySettings", e.to_string()))?,
         })
     }
 }

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use super::{ATTEMPT_TIMEOUT, error_code, sdk_error};
 use crate::domain::{RequestMessage, VmId};
 use crate::expiry::{MAX_HOP, Timer};
-use crate::notify::{Job, MAX_DELAY};
+use crate::notify::Job;
 use crate::ports::{AdapterError, ExpiryTimers, NotifyJobs, RequestQueue};
 
 /// How long a received message stays hidden from other consumers: longer
@@ -293,13 +293,12 @@ impl SqsQueue {
 }
 
 impl SqsQueue {
-    /// Sends `message` (as JSON) to come back after `delay`, cut to
-    /// `longest`; `what` names it in errors.
+    /// Sends `message` (as JSON) to come back after `delay`, cut to the
+    /// longest SQS allows ([`MAX_HOP`]); `what` names it in errors.
     async fn send_later(
         &self,
         message: &impl serde::Serialize,
         delay: Duration,
-        longest: Duration,
         what: &str,
     ) -> Result<u64, AdapterError> {
         let body = serde_json::to_string(message).map_err(|e| {
@@ -308,7 +307,7 @@ impl SqsQueue {
                 format!("{what} cannot be written as JSON: {e}"),
             )
         })?;
-        let delay = delay.min(longest).as_secs();
+        let delay = delay.min(MAX_HOP).as_secs();
         self.client
             .send_message()
             .queue_url(&self.url)
@@ -325,7 +324,7 @@ impl SqsQueue {
 impl ExpiryTimers for SqsQueue {
     async fn arm(&self, timer: &Timer, delay: Duration) -> Result<(), AdapterError> {
         let what = format!("the expiry timer of {}", timer.request_id);
-        let delay = self.send_later(timer, delay, MAX_HOP, &what).await?;
+        let delay = self.send_later(timer, delay, &what).await?;
         tracing::debug!(request_id = %timer.request_id, delay_secs = delay, "expiry timer set");
         Ok(())
     }
@@ -334,9 +333,7 @@ impl ExpiryTimers for SqsQueue {
 #[async_trait]
 impl NotifyJobs for SqsQueue {
     async fn put(&self, job: &Job, delay: Duration) -> Result<(), AdapterError> {
-        let delay = self
-            .send_later(job, delay, MAX_DELAY, "a notify job")
-            .await?;
+        let delay = self.send_later(job, delay, "a notify job").await?;
         tracing::debug!(delay_secs = delay, "notify job queued");
         Ok(())
     }

@@ -80,10 +80,11 @@ impl ChatChannels {
         })
     }
 
-    /// The names of the Teams webhooks, which a policy's `notify.teams`
-    /// must be one of.
-    pub fn teams_names(&self) -> Vec<&str> {
-        self.teams.keys().map(String::as_str).collect()
+    /// What a policy's `notify` may name: these Teams webhooks.
+    pub fn names(&self) -> ChannelNames {
+        ChannelNames {
+            teams: self.teams.keys().cloned().collect(),
+        }
     }
 }
 
@@ -289,7 +290,7 @@ mod tests {
         ]);
         let channels = ChatChannels::from_settings(&fine).expect("valid channels");
         assert!(channels.slack_on());
-        assert_eq!(channels.teams_names(), ["default"]);
+        assert_eq!(channels.names().teams, ["default"]);
     }
 
     #[test]

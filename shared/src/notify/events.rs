@@ -62,7 +62,7 @@ fn event(record: &RequestRecord, row: &AuditRow, index: usize) -> AuditEvent {
 fn detail_type(record: &RequestRecord, row: &AuditRow) -> &'static str {
     match (row.port.is_some(), row.status.as_str()) {
         (false, "PendingApproval") => "JIT Request Pending Approval",
-        (false, "Approved") if super::notice::is_break_glass(record) => "JIT Break-Glass Access",
+        (false, "Approved") if record.break_glass() => "JIT Break-Glass Access",
         (false, "Approved") => "JIT Request Approved",
         (false, _) => "JIT Request Denied",
         // A port's own rows are its opening, its closing or its failure (it

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuditEvent, Notice, Target};
 use crate::domain::RequestId;
-
-/// The longest wait SQS gives one message (15 minutes).
-pub const MAX_DELAY: Duration = Duration::from_secs(900);
+use crate::expiry::MAX_HOP;
 
 /// One message on the notify queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +39,10 @@ pub enum Job {
 
 /// How long to wait before try number `attempt + 1`, after `attempt`
 /// failed: `first`, doubling each time, at least what the channel asked
-/// for (`asked`), at most [`MAX_DELAY`].
+/// for (`asked`), at most [`MAX_HOP`].
 pub fn retry_delay(first: Duration, attempt: u32, asked: Option<Duration>) -> Duration {
     let doubled = first.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    doubled.max(asked.unwrap_or_default()).min(MAX_DELAY)
+    doubled.max(asked.unwrap_or_default()).min(MAX_HOP)
 }
 
 /// How long a job due at `at` still waits at `now`, cut to one hop; zero
@@ -54,7 +52,7 @@ pub fn wait_until(at: Timestamp, now: Timestamp) -> Duration {
     if left.is_negative() || left.is_zero() {
         return Duration::ZERO;
     }
-    Duration::try_from(left).unwrap_or(MAX_DELAY).min(MAX_DELAY)
+    Duration::try_from(left).unwrap_or(MAX_HOP).min(MAX_HOP)
 }
 
 #[cfg(test)]
@@ -67,7 +65,7 @@ mod tests {
         assert_eq!(retry_delay(first, 1, None), Duration::from_secs(10));
         assert_eq!(retry_delay(first, 2, None), Duration::from_secs(20));
         assert_eq!(retry_delay(first, 3, None), Duration::from_secs(40));
-        assert_eq!(retry_delay(first, 40, None), MAX_DELAY);
+        assert_eq!(retry_delay(first, 40, None), MAX_HOP);
         assert_eq!(
             retry_delay(first, 1, Some(Duration::from_secs(30))),
             Duration::from_secs(30)
@@ -80,7 +78,7 @@ mod tests {
         let soon: Timestamp = "2026-12-01T12:00:30Z".parse().unwrap();
         let later: Timestamp = "2026-12-01T14:00:00Z".parse().unwrap();
         assert_eq!(wait_until(soon, now), Duration::from_secs(30));
-        assert_eq!(wait_until(later, now), MAX_DELAY);
+        assert_eq!(wait_until(later, now), MAX_HOP);
         assert_eq!(wait_until(now, soon), Duration::ZERO);
     }
 }

@@ -19,7 +19,7 @@ mod teams;
 
 pub use channels::{ChannelNames, ChatChannels, is_webhook_name, webhooks};
 pub use events::{AuditEvent, DETAIL_TYPES, SOURCE, audit_events};
-pub use job::{Job, MAX_DELAY, retry_delay, wait_until};
+pub use job::{Job, retry_delay, wait_until};
 pub use notice::{Audience, Notice, NoticeKind, NoticePort, REMIND_BEFORE, ending_soon, notices};
 pub use render::{slack_message, teams_message};
 pub use route::{Destinations, Target, targets};

@@ -144,19 +144,7 @@ pub fn ending_soon(record: &RequestRecord, now: Timestamp) -> Option<Notice> {
     if ports.is_empty() {
         return None;
     }
-    Some(Notice {
-        kind: NoticeKind::EndingSoon,
-        request_id: record.id().clone(),
-        vm: record.vm().clone(),
-        requestor: record.requestor().clone(),
-        actor: None,
-        ports,
-        justification: record.justification().map(|j| j.as_str().to_owned()),
-        reason: None,
-        message: None,
-        break_glass: is_break_glass(record),
-        at: now,
-    })
+    Some(about(record, NoticeKind::EndingSoon, ports, now))
 }
 
 /// What a person is told about `change`, if anything: a port that is
@@ -165,7 +153,7 @@ fn kind_of(record: &RequestRecord, change: &StatusChange) -> Option<NoticeKind> 
     let by_requestor = change.by.as_ref() == Some(record.requestor());
     match (change.port, change.status.as_str()) {
         (None, "PendingApproval") => Some(NoticeKind::Pending),
-        (None, "Approved") if is_break_glass(record) => Some(NoticeKind::BreakGlass),
+        (None, "Approved") if record.break_glass() => Some(NoticeKind::BreakGlass),
         // Approved with no approvers in the policy: the opening says it.
         (None, "Approved") if record.approvers().is_empty() => None,
         (None, "Approved") => Some(NoticeKind::Approved),
@@ -183,6 +171,29 @@ fn kind_of(record: &RequestRecord, change: &StatusChange) -> Option<NoticeKind> 
     }
 }
 
+/// A notice of `kind` about `ports` of `record`, at `at`, made by nobody.
+fn about(
+    record: &RequestRecord,
+    kind: NoticeKind,
+    ports: Vec<NoticePort>,
+    at: Timestamp,
+) -> Notice {
+    Notice {
+        kind,
+        request_id: record.id().clone(),
+        vm: record.vm().clone(),
+        requestor: record.requestor().clone(),
+        actor: None,
+        ports,
+        justification: record.justification().map(|j| j.as_str().to_owned()),
+        reason: None,
+        message: None,
+        break_glass: record.break_glass(),
+        at,
+    }
+}
+
+/// The notice of `change`: who made it, why, and the record's words.
 fn notice(
     record: &RequestRecord,
     kind: NoticeKind,
@@ -190,21 +201,14 @@ fn notice(
     ports: Vec<NoticePort>,
 ) -> Notice {
     Notice {
-        kind,
-        request_id: record.id().clone(),
-        vm: record.vm().clone(),
-        requestor: record.requestor().clone(),
         actor: change.by.clone(),
-        ports,
-        justification: record.justification().map(|j| j.as_str().to_owned()),
         reason: change.reason,
         message: match (&change.code, &change.message) {
             (Some(code), Some(m)) => Some(format!("{code}: {m}")),
             (Some(code), None) => Some(code.clone()),
             (None, m) => m.clone(),
         },
-        break_glass: is_break_glass(record),
-        at: change.at,
+        ..about(record, kind, ports, change.at)
     }
 }
 
@@ -219,10 +223,6 @@ fn port_of(p: &crate::domain::PortRecord) -> NoticePort {
         source: p.allowed_source_address_prefix,
         end_time_utc: p.end_time_utc,
     }
-}
-
-pub(super) fn is_break_glass(record: &RequestRecord) -> bool {
-    record.break_glass()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Audience, Notice};
+use crate::domain::NotifyTargets;
 
 /// One place a notice is posted to. Names only: the secrets that reach
 /// them (the bot token, the webhook URL) stay in the function.
@@ -25,6 +26,14 @@ pub struct Destinations<'a> {
 }
 
 impl<'a> Destinations<'a> {
+    /// The channels a policy's `notify` names.
+    pub fn of(named: &'a NotifyTargets) -> Self {
+        Destinations {
+            slack: named.slack(),
+            teams: named.teams(),
+        }
+    }
+
     /// Each channel of `self`, or of `fallback` where `self` names none.
     pub fn or(self, fallback: Destinations<'a>) -> Destinations<'a> {
         Destinations {

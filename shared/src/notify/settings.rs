@@ -89,6 +89,16 @@ impl NotifySettings {
     }
 }
 
+impl NotifySettings {
+    /// The deployment's channels, for policies that name none.
+    pub fn defaults(&self) -> super::Destinations<'_> {
+        super::Destinations {
+            slack: self.default_slack.as_deref(),
+            teams: self.default_teams.as_deref(),
+        }
+    }
+}
+
 /// Whether `id` looks like a Slack conversation: a channel (`C…`, `G…`),
 /// a direct message (`D…`) or a user (`U…`, `W…`, for a direct message
 /// from the bot), written as Slack writes ids (upper-case letters and
